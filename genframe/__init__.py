@@ -1,0 +1,16 @@
+"""genframe: compose, train and compare generative image models from declarative YAML specs."""
+
+from .errors import GenframeError, SpecError
+from .hookspecs import hookimpl
+from .params import param, ref
+from .roles import (Component, Critic, Dataset, Divergence, Encoder, Generator, LatentMapper,
+                    LipschitzConstraint, Metric, ModuleComponent, Optimizer, Prior, ReconstructionLoss,
+                    Schedule, Trainer, component)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Component", "Critic", "Dataset", "Divergence", "Encoder", "GenframeError", "Generator", "LatentMapper",
+    "LipschitzConstraint", "Metric", "ModuleComponent", "Optimizer", "Prior", "ReconstructionLoss", "Schedule",
+    "SpecError", "Trainer", "component", "hookimpl", "param", "ref",
+]

@@ -1,0 +1,185 @@
+"""Spec data -> component objects, with every cross-reference checked before anything runs."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Iterator
+
+import attrs
+
+from .errors import GenframeError, SpecError
+from .params import ref_role, meta, unwrap_optional
+from .registry import Registry, get_registry
+from .roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
+
+#: Top-level settings and their defaults (the schema declares the same defaults for editors).
+DEFAULTS = {"seed": 0, "device": "auto", "log_every": 50, "checkpoint_every": 1000}
+EVALUATION_DEFAULTS = {"every": None, "n_samples": 64}
+
+
+@attrs.define
+class Stage:
+    index: int
+    name: str
+    trainer: Trainer
+    sample: bool
+
+
+@attrs.define
+class Evaluation:
+    every: int | None
+    n_samples: int
+    metrics: list[Metric]
+
+
+@attrs.define
+class System:
+    """A built spec: what the engine runs. ``source`` names the spec file for error messages."""
+
+    source: str
+    name: str
+    seed: int
+    device: str
+    data: Dataset
+    components: dict[str, Component]
+    stages: list[Stage]
+    sampler: list[str]
+    evaluation: Evaluation
+    log_every: int
+    checkpoint_every: int
+
+    def resolved_spec(self) -> dict:
+        """The spec with every default written out: what the run folder records."""
+        return {
+            "name": self.name, "seed": self.seed, "device": self.device,
+            "data": self.data.config(),
+            "components": {name: c.config() for name, c in self.components.items()},
+            "stages": [{"name": s.name, "trainer": s.trainer.config(), "sample": s.sample} for s in self.stages],
+            "sampler": list(self.sampler),
+            "evaluation": {"every": self.evaluation.every, "n_samples": self.evaluation.n_samples,
+                           "metrics": [m.config() for m in self.evaluation.metrics]},
+            "log_every": self.log_every, "checkpoint_every": self.checkpoint_every,
+        }
+
+
+def _component_role(tp: Any) -> tuple[type[Component] | None, bool]:
+    """(role class, is_list) when a field holds nested components."""
+    tp, _ = unwrap_optional(tp)
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(item, type) and issubclass(item, Component):
+            return item, True
+    if isinstance(tp, type) and issubclass(tp, Component):
+        return tp, False
+    return None, False
+
+
+def instantiate(role: str, config: dict, path: str, source: str, registry: Registry) -> Component:
+    """Create one component from its spec mapping; nested components are created too."""
+    try:
+        cls = registry.get(role, config["type"])
+    except GenframeError as exc:
+        raise SpecError(str(exc), source=source, path=f"{path}.type") from None
+    kwargs = {}
+    for f in attrs.fields(cls):
+        if f.name in config:
+            value = config[f.name]
+            kwargs[f.name] = tuple(value) if typing.get_origin(unwrap_optional(f.type)[0]) is tuple else value
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"invalid parameters: {exc}", source=source, path=path) from None
+    for f in attrs.fields(cls):
+        nested_role, is_list = _component_role(f.type)
+        value = getattr(obj, f.name)
+        if nested_role is None or value is None:
+            continue
+        if is_list:
+            built = [v if isinstance(v, Component) else
+                     instantiate(nested_role.role, v, f"{path}.{f.name}[{i}]", source, registry)
+                     for i, v in enumerate(value)]
+        else:
+            built = value if isinstance(value, Component) else \
+                instantiate(nested_role.role, value, f"{path}.{f.name}", source, registry)
+        setattr(obj, f.name, built)
+    return obj
+
+
+def walk(obj: Component, path: str) -> Iterator[tuple[Component, str]]:
+    """The component and every component nested in its fields, with their spec paths."""
+    yield obj, path
+    for f in attrs.fields(type(obj)):
+        value = getattr(obj, f.name)
+        if isinstance(value, Component):
+            yield from walk(value, f"{path}.{f.name}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, Component):
+                    yield from walk(v, f"{path}.{f.name}[{i}]")
+
+
+def _check_refs(obj: Component, path: str, components: dict[str, Component], source: str) -> None:
+    for comp, comp_path in walk(obj, path):
+        for f in attrs.fields(type(comp)):
+            role = ref_role(f)
+            if role is None:
+                continue
+            name = getattr(comp, f.name)
+            also = meta(f).get("also", ())
+            field_path = f"{comp_path}.{f.name}"
+            if name in also:
+                continue
+            if name not in components:
+                options = ", ".join([n for n, c in components.items() if c.role == role] + list(also))
+                raise SpecError(f"{name!r} is not declared under components; {role} components: "
+                                f"{options or 'none declared'}", source=source, path=field_path)
+            if components[name].role != role:
+                raise SpecError(f"{name!r} is a {components[name].role}, a {role} is needed here",
+                                source=source, path=field_path)
+
+
+def _check_sampler(sampler: list[str], components: dict[str, Component], source: str) -> None:
+    for i, name in enumerate(sampler):
+        if name not in components:
+            raise SpecError(f"{name!r} is not declared under components; declared: {', '.join(components)}",
+                            source=source, path=f"sampler[{i}]")
+        comp = components[name]
+        wanted = (Prior,) if i == 0 else (Generator,) if i == len(sampler) - 1 else (LatentMapper,)
+        if not isinstance(comp, wanted):
+            expected = {Prior: "a prior", Generator: "a generator", LatentMapper: "a latent_mapper"}[wanted[0]]
+            raise SpecError(f"{name!r} is a {comp.role}; position {i} of the sampler chain needs {expected} "
+                            "(chain: prior, latent mappers..., generator)", source=source, path=f"sampler[{i}]")
+
+
+def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) -> System:
+    """Instantiate every component of a validated spec and check references between them."""
+    registry = registry or get_registry()
+    components: dict[str, Component] = {}
+    for name, config in spec["components"].items():
+        role = next((r for r in NAMED_ROLES if config["type"] in registry.names(r)), None)
+        if role is None:
+            known = ", ".join(n for r in NAMED_ROLES for n in registry.names(r))
+            raise SpecError(f"unknown component type {config['type']!r}; known: {known}",
+                            source=source, path=f"components.{name}.type")
+        components[name] = instantiate(role, config, f"components.{name}", source, registry)
+    data = instantiate("dataset", spec["data"], "data", source, registry)
+    stages = []
+    for i, stage in enumerate(spec["stages"]):
+        trainer = instantiate("trainer", stage["trainer"], f"stages[{i}].trainer", source, registry)
+        _check_refs(trainer, f"stages[{i}].trainer", components, source)
+        sample = stage.get("sample", i == len(spec["stages"]) - 1)
+        stages.append(Stage(i, stage["name"], trainer, sample))
+    names = [s.name for s in stages]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise SpecError(f"stage name {name!r} is used twice", source=source, path=f"stages[{i}].name")
+    for name, comp in components.items():
+        _check_refs(comp, f"components.{name}", components, source)
+    _check_sampler(spec["sampler"], components, source)
+    ev = {**EVALUATION_DEFAULTS, **spec.get("evaluation", {})}
+    metrics = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
+               for i, m in enumerate(ev.get("metrics", []))]
+    settings = {k: spec.get(k, v) for k, v in DEFAULTS.items()}
+    return System(source=source, name=spec["name"], data=data, components=components, stages=stages,
+                  sampler=list(spec["sampler"]), evaluation=Evaluation(ev["every"], ev["n_samples"], metrics),
+                  **settings)

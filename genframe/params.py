@@ -1,0 +1,152 @@
+"""Component parameters: declared once as attrs fields, turned into validators and JSON Schema.
+
+A component is an attrs class whose fields are exactly its spec parameters. ``param`` attaches
+bounds, choices and a help line to a field; ``ref`` marks a field that names another component of
+the spec (resolved by the build step); a field annotated with a role class holds a nested
+component (``divergence: Divergence``). ``field_schema`` reads all of this back to produce the
+JSON Schema, so the schema can never disagree with the code.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal, Union
+
+import attrs
+
+_META = "genframe"
+
+
+def param(default: Any = attrs.NOTHING, *, help: str = "", ge: float | None = None,
+          gt: float | None = None, le: float | None = None, lt: float | None = None,
+          factory: Any = None) -> Any:
+    """A spec parameter with optional numeric bounds; the bounds are enforced and exported."""
+    validators = []
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+    for key, value in bounds.items():
+        if value is not None:
+            validators.append(getattr(attrs.validators, key)(value))
+    meta = {"help": help, "bounds": {k: v for k, v in bounds.items() if v is not None}}
+    validator = _optional_aware(validators) if validators else None
+    if factory is not None:
+        return attrs.field(factory=factory, validator=validator, metadata={_META: meta})
+    return attrs.field(default=default, validator=validator, metadata={_META: meta})
+
+
+def _optional_aware(validators: list) -> Any:
+    """Bounds apply to numbers; ``None`` (meaning "derive it") passes."""
+    inner = attrs.validators.and_(*validators)
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None:
+            inner(instance, attribute, value)
+
+    return check
+
+
+def ref(role: str, default: Any = attrs.NOTHING, *, help: str = "", also: tuple[str, ...] = ()) -> Any:
+    """A field naming a component declared under ``components:`` (or one of ``also``)."""
+    meta = {"help": help, "ref": role, "also": tuple(also)}
+    return attrs.field(default=default, metadata={_META: meta})
+
+
+def meta(field: attrs.Attribute) -> dict:
+    return field.metadata.get(_META, {})
+
+
+def help_of(field: attrs.Attribute) -> str:
+    return meta(field).get("help", "")
+
+
+def ref_role(field: attrs.Attribute) -> str | None:
+    return meta(field).get("ref")
+
+
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); anything else -> (tp, False)."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def type_schema(tp: Any, component_schema: typing.Callable[[type], dict]) -> dict:
+    """JSON Schema of a Python type; role classes are delegated to ``component_schema``."""
+    inner, optional = unwrap_optional(tp)
+    schema = _plain_type_schema(inner, component_schema)
+    if optional:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return schema
+
+
+def _plain_type_schema(tp: Any, component_schema: typing.Callable[[type], dict]) -> dict:
+    from .roles import Component
+
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if tp is Any:
+        return {}
+    if origin is Literal:
+        return {"enum": list(typing.get_args(tp))}
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            items = [type_schema(a, component_schema) for a in args]
+            return {"type": "array", "prefixItems": items, "items": False,
+                    "minItems": len(items), "maxItems": len(items)}
+        item = args[0] if args else Any
+        return {"type": "array", "items": type_schema(item, component_schema)}
+    if origin is dict:
+        key, value = typing.get_args(tp) or (str, Any)
+        return {"type": "object", "additionalProperties": type_schema(value, component_schema)}
+    if isinstance(tp, type) and issubclass(tp, Component):
+        return component_schema(tp)
+    raise TypeError(f"no JSON Schema for parameter type {tp!r}")
+
+
+def field_schema(field: attrs.Attribute, component_schema: typing.Callable[[type], dict]) -> dict:
+    """Schema of one component field: its type, bounds, default and help text."""
+    m = meta(field)
+    if m.get("ref"):
+        schema: dict = {"type": "string"}
+        roles = [m["ref"], *m.get("also", ())]
+        schema["description"] = (m.get("help") or f"name of a {m['ref']} component") + \
+            f" (refers to a {' or '.join(roles)} declared under components)"
+    else:
+        schema = type_schema(field.type, component_schema)
+        for key, value in m.get("bounds", {}).items():
+            schema_key = {"ge": "minimum", "gt": "exclusiveMinimum",
+                          "le": "maximum", "lt": "exclusiveMaximum"}[key]
+            target = schema["anyOf"][0] if "anyOf" in schema else schema
+            target[schema_key] = value
+        if m.get("help"):
+            schema["description"] = m["help"]
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        default = default.factory() if not default.takes_self else attrs.NOTHING
+    if default is not attrs.NOTHING and _jsonable(default):
+        schema["default"] = list(default) if isinstance(default, tuple) else default
+    return schema
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_jsonable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False
+
+
+def is_required(field: attrs.Attribute) -> bool:
+    return field.default is attrs.NOTHING
