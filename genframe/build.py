@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import attrs
 
 from .errors import GenframeError, SpecError
-from .params import ref_role, meta, unwrap_optional
+from .params import meta, ref_roles, unwrap_optional
 from .registry import Registry, get_registry
 from .roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
 
@@ -118,23 +118,28 @@ def walk(obj: Component, path: str) -> Iterator[tuple[Component, str]]:
                     yield from walk(v, f"{path}.{f.name}[{i}]")
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def _check_refs(obj: Component, path: str, components: dict[str, Component], source: str) -> None:
     for comp, comp_path in walk(obj, path):
         for f in attrs.fields(type(comp)):
-            role = ref_role(f)
-            if role is None:
+            roles = ref_roles(f)
+            if not roles:
                 continue
+            wanted = " or ".join(roles)
             name = getattr(comp, f.name)
             also = meta(f).get("also", ())
             field_path = f"{comp_path}.{f.name}"
             if name in also:
                 continue
             if name not in components:
-                options = ", ".join([n for n, c in components.items() if c.role == role] + list(also))
-                raise SpecError(f"{name!r} is not declared under components; {role} components: "
+                options = ", ".join([n for n, c in components.items() if c.role in roles] + list(also))
+                raise SpecError(f"{name!r} is not declared under components; {wanted} components: "
                                 f"{options or 'none declared'}", source=source, path=field_path)
-            if components[name].role != role:
-                raise SpecError(f"{name!r} is a {components[name].role}, a {role} is needed here",
+            if components[name].role not in roles:
+                raise SpecError(f"{name!r} is {_a(components[name].role)}, {_a(wanted)} is needed here",
                                 source=source, path=field_path)
 
 
@@ -147,7 +152,7 @@ def _check_sampler(sampler: list[str], components: dict[str, Component], source:
         wanted = (Prior,) if i == 0 else (Generator,) if i == len(sampler) - 1 else (LatentMapper,)
         if not isinstance(comp, wanted):
             expected = {Prior: "a prior", Generator: "a generator", LatentMapper: "a latent_mapper"}[wanted[0]]
-            raise SpecError(f"{name!r} is a {comp.role}; position {i} of the sampler chain needs {expected} "
+            raise SpecError(f"{name!r} is {_a(comp.role)}; position {i} of the sampler chain needs {expected} "
                             "(chain: prior, latent mappers..., generator)", source=source, path=f"sampler[{i}]")
 
 

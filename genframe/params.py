@@ -45,9 +45,11 @@ def _optional_aware(validators: list) -> Any:
     return check
 
 
-def ref(role: str, default: Any = attrs.NOTHING, *, help: str = "", also: tuple[str, ...] = ()) -> Any:
-    """A field naming a component declared under ``components:`` (or one of ``also``)."""
-    meta = {"help": help, "ref": role, "also": tuple(also)}
+def ref(role: str | tuple[str, ...], default: Any = attrs.NOTHING, *, help: str = "",
+        also: tuple[str, ...] = ()) -> Any:
+    """A field naming a component declared under ``components:`` (of one of the roles, or one of ``also``)."""
+    roles = (role,) if isinstance(role, str) else tuple(role)
+    meta = {"help": help, "ref": roles, "also": tuple(also)}
     return attrs.field(default=default, metadata={_META: meta})
 
 
@@ -59,8 +61,9 @@ def help_of(field: attrs.Attribute) -> str:
     return meta(field).get("help", "")
 
 
-def ref_role(field: attrs.Attribute) -> str | None:
-    return meta(field).get("ref")
+def ref_roles(field: attrs.Attribute) -> tuple[str, ...]:
+    """Roles a reference field may name; empty for ordinary parameters."""
+    return meta(field).get("ref", ())
 
 
 def unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -118,9 +121,10 @@ def field_schema(field: attrs.Attribute, component_schema: typing.Callable[[type
     m = meta(field)
     if m.get("ref"):
         schema: dict = {"type": "string"}
-        roles = [m["ref"], *m.get("also", ())]
-        schema["description"] = (m.get("help") or f"name of a {m['ref']} component") + \
-            f" (refers to a {' or '.join(roles)} declared under components)"
+        what = " or ".join(m["ref"])
+        also = "".join(f", or {a!r}" for a in m.get("also", ()))
+        schema["description"] = (m.get("help") or f"name of a {what} component") + \
+            f" (a {what} declared under components{also})"
     else:
         schema = type_schema(field.type, component_schema)
         for key, value in m.get("bounds", {}).items():

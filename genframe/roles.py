@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from .engine import BuildContext, StageContext
+    from .context import BuildContext, StageContext
 
 
 class Component(metaclass=abc.ABCMeta):
@@ -29,14 +29,19 @@ class Component(metaclass=abc.ABCMeta):
         """Called once after the spec is built, with the data's shape; builds layers or tables."""
 
     def config(self) -> dict:
-        """The spec parameters of this component (``type`` included)."""
-        out = {"type": self.type_name}
-        for f in attrs.fields(type(self)):
-            value = getattr(self, f.name)
-            out[f.name] = value.config() if isinstance(value, Component) else (
-                [v.config() if isinstance(v, Component) else v for v in value]
-                if isinstance(value, list) else value)
-        return out
+        """The spec parameters of this component (``type`` included), as plain YAML-able data."""
+        return {"type": self.type_name,
+                **{f.name: _plain(getattr(self, f.name)) for f in attrs.fields(type(self))}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Component):
+        return value.config()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 class ModuleComponent(Component, nn.Module):

@@ -1,0 +1,39 @@
+"""The Python API behind the CLI: load a spec, train it, sample a finished run."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from .build import System, build
+from .engine import Run, load_trained, run, sample_images
+from .registry import Registry, get_registry
+from .spec import load_spec
+from .storage import RunStorage
+
+
+def load_system(spec_url: str, overrides: Iterable[str] = (), registry: Registry | None = None) -> System:
+    """Read, override, validate and build a spec (no data is touched)."""
+    registry = registry or get_registry()
+    return build(load_spec(spec_url, overrides, registry), spec_url, registry)
+
+
+def train(spec_url: str | None = None, *, overrides: Iterable[str] = (), out: str | None = None,
+          device: str | None = None, resume: str | None = None, registry: Registry | None = None) -> Run:
+    """Run a spec into a new run folder, or continue the run at ``resume`` (its own spec by default)."""
+    registry = registry or get_registry()
+    if spec_url is None:
+        if resume is None:
+            raise ValueError("give a spec, a run to resume, or both")
+        spec_url = f"{resume.rstrip('/')}/spec.yaml"
+        RunStorage.open(resume)  # clear error when the run folder does not exist
+    system = load_system(spec_url, overrides, registry)
+    return run(system, out=out, device=device, resume=resume, registry=registry)
+
+
+def sample(run_url: str, n: int, *, seed: int = 0, device: str | None = None,
+           registry: Registry | None = None) -> tuple[torch.Tensor, str]:
+    """(uint8 images (n, C, H, W), spec name) drawn from a finished run's sampler chain."""
+    system, dev = load_trained(run_url, device=device, registry=registry)
+    return sample_images(system, dev, n, seed), system.name

@@ -1,0 +1,363 @@
+"""The run engine: stages in order, logging, evaluation, checkpoints, resume.
+
+The engine owns the loop and everything around a training step (device, seeds, when to log,
+evaluate and checkpoint); a trainer owns what one step does. It never asks which model it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import torch
+
+from .build import System
+from .context import BuildContext, StageContext
+from .errors import GenframeError
+from .images import grid, png_bytes, to_uint8
+from .registry import Registry, get_registry
+from .roles import Generator, ModuleComponent, Prior
+from .storage import RunStorage
+
+FIXED_NOISE_SEED = 1234  # sample grids use the same noise at every evaluation, so progress is comparable
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; explicit devices are checked before any work starts."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GenframeError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GenframeError(f"device: {name!r} requested but CUDA is not available; use device: cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GenframeError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                                "device(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise GenframeError(f"device: {name!r} requested but MPS is not available; use device: cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Global random states in a form ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def prepare(system: System, device: torch.device, *, load_data: bool = True,
+            data_shape: dict | None = None) -> BuildContext:
+    """Load the data (or take its recorded shape) and let every component size itself."""
+    images = labels = None
+    if load_data:
+        images, labels = system.data.load()
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise GenframeError(f"data: {system.data.type_name} returned {tuple(images.shape)} {images.dtype}; "
+                                "datasets must return uint8 (N, C, H, W)")
+        if images.shape[-1] != images.shape[-2]:
+            raise GenframeError(f"data: images are {images.shape[-2]}x{images.shape[-1]}; genframe trains on "
+                                "square images (set image_size)")
+        shape = {"num_examples": images.shape[0], "channels": images.shape[1], "image_size": images.shape[2]}
+        images = images.to(device)
+        labels = labels.to(device) if labels is not None else None
+    elif data_shape is not None:
+        shape = data_shape
+    else:
+        raise GenframeError("either load the data or pass its recorded shape")
+    ctx = BuildContext(device=device, seed=system.seed, images=images, labels=labels, **shape)
+    for comp in system.components.values():
+        comp.setup(ctx)
+        if isinstance(comp, ModuleComponent):
+            comp.to(device)
+    _check_sampler_dims(system)
+    return ctx
+
+
+def _check_sampler_dims(system: System) -> None:
+    chain = [system.components[n] for n in system.sampler]
+    prior = chain[0]
+    assert isinstance(prior, Prior)
+    width, previous = prior.dim, system.sampler[0]
+    for name, comp in zip(system.sampler[1:], chain[1:]):
+        wanted = comp.latent_dim if isinstance(comp, Generator) else comp.in_dim
+        if wanted != width:
+            raise GenframeError(f"{system.source}: sampler: {previous!r} produces {width}-d vectors but "
+                                f"{name!r} takes {wanted}-d input")
+        width, previous = getattr(comp, "out_dim", width), name
+
+
+class Sampler:
+    """The spec's sampler chain as a function: noise -> [mappers] -> generator -> images in [-1, 1]."""
+
+    def __init__(self, system: System, device: torch.device):
+        self.chain = [system.components[n] for n in system.sampler]
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, n: int, generator: torch.Generator | None = None, batch_size: int = 1000) -> torch.Tensor:
+        modules = [m for m in self.chain[1:] if isinstance(m, torch.nn.Module)]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            out = []
+            for start in range(0, n, batch_size):
+                x = self.chain[0].sample(min(batch_size, n - start), device=self.device, generator=generator)
+                for module in self.chain[1:]:
+                    x = module(x)
+                out.append(x)
+            return torch.cat(out)
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+
+
+def default_run_url(name: str) -> str:
+    return f"runs/{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+class Run:
+    """One execution of a system into a run folder; what observer hooks receive."""
+
+    def __init__(self, system: System, storage: RunStorage, device: torch.device, registry: Registry,
+                 resumed: bool):
+        self.system = system
+        self.spec = system.resolved_spec()
+        self.storage = storage
+        self.device = device
+        self.registry = registry
+        self.resumed = resumed
+        self.started = time.time()
+        self.build_ctx: BuildContext | None = None
+
+    @property
+    def name(self) -> str:
+        return self.system.name
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+
+def run(system: System, *, out: str | None = None, device: str | None = None, resume: str | None = None,
+        registry: Registry | None = None) -> Run:
+    """Train every stage of ``system`` (or continue the run at ``resume``) and return the finished run."""
+    registry = registry or get_registry()
+    dev = resolve_device(device or system.device)
+    if resume:
+        storage = RunStorage.open(resume)
+        _check_same_spec(system, storage)
+        checkpoint = storage.load_checkpoint()
+    else:
+        storage = RunStorage.create(out or default_run_url(system.name))
+        checkpoint = None
+    seed_everything(system.seed)
+    the_run = Run(system, storage, dev, registry, resumed=checkpoint is not None)
+    the_run.build_ctx = prepare(system, dev)
+    if not resume:
+        storage.write_spec(the_run.spec)
+        storage.write_json("run.json", {
+            "data_shape": {k: getattr(the_run.build_ctx, k) for k in ("num_examples", "channels", "image_size")},
+            "genframe": __import__("genframe").__version__, "torch": torch.__version__,
+            "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
+        })
+    hook = registry.hook
+    hook.genframe_run_started(run=the_run)
+    try:
+        _run_stages(the_run, checkpoint)
+    except KeyboardInterrupt:
+        hook.genframe_run_finished(run=the_run, status="interrupted", error=None)
+        raise GenframeError(f"interrupted; continue with: genframe run --resume {storage.url}") from None
+    except Exception as exc:
+        hook.genframe_run_finished(run=the_run, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    hook.genframe_run_finished(run=the_run, status="completed", error=None)
+    return the_run
+
+
+def _check_same_spec(system: System, storage: RunStorage) -> None:
+    recorded = storage.read_spec()
+    current = system.resolved_spec()
+    if recorded != current:
+        diffs = _diff(recorded, current)
+        raise GenframeError(f"{storage.url}: the spec differs from the run's spec.yaml at {', '.join(diffs[:3])}; "
+                            "resume with the run's own spec (omit SPEC) or start a new run")
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in dict.fromkeys([*a, *b]) for d in _diff(a.get(k), b.get(k), f"{path}.{k}" if path else k)]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path or "(top level)"]
+
+
+def _run_stages(the_run: Run, checkpoint: dict | None) -> None:
+    system = the_run.system
+    start_stage, start_step = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
+    if checkpoint:
+        _restore_components(system, checkpoint)
+    for stage in system.stages:
+        if stage.index < start_stage:
+            continue
+        generator = torch.Generator(device=the_run.device)
+        generator.manual_seed(system.seed * 1_000_003 + stage.index)
+        ctx = StageContext(build=the_run.build_ctx, components=system.components, stage=stage.name,
+                           stage_index=stage.index, generator=generator)
+        resuming_here = checkpoint is not None and stage.index == start_stage
+        if resuming_here and start_step == 0:
+            set_rng_state(checkpoint["rng"])  # stage boundary: state as the previous stage left it
+        stage.trainer.bind(ctx)
+        step = 0
+        if resuming_here and start_step > 0:
+            step = start_step
+            stage.trainer.load_state_dict(checkpoint["trainer"])
+            generator.set_state(checkpoint["generator"])
+            set_rng_state(checkpoint["rng"])
+        _run_stage(the_run, stage, ctx, step)
+        _save_checkpoint(the_run, stage.index + 1, 0, None, None)
+
+
+def _restore_components(system: System, checkpoint: dict) -> None:
+    for name, comp in system.components.items():
+        if isinstance(comp, ModuleComponent):
+            comp.load_state_dict(checkpoint["components"][name])
+
+
+def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer_state: dict | None,
+                     generator: torch.Generator | None) -> None:
+    payload = {
+        "stage": stage_index, "step": step, "spec_name": the_run.system.name,
+        "components": {n: c.state_dict() for n, c in the_run.system.components.items()
+                       if isinstance(c, ModuleComponent)},
+        "rng": rng_state(),
+    }
+    if trainer_state is not None and generator is not None:
+        payload["trainer"] = trainer_state
+        payload["generator"] = generator.get_state()
+    the_run.storage.save_checkpoint(payload)
+
+
+def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> None:
+    system, hook = the_run.system, the_run.registry.hook
+    trainer = stage.trainer
+    total = trainer.total_steps()
+    hook.genframe_stage_started(run=the_run, stage=stage.name, index=stage.index, total_steps=total,
+                                start_step=start)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    every_eval = system.evaluation.every
+    for step in range(start, total):
+        losses = trainer.train_step(step)
+        for key, value in losses.items():
+            sums[key] = sums[key] + value.detach() if key in sums else value.detach().float().clone()
+        count += 1
+        done = step + 1
+        checkpoint_due = done < total and done % system.checkpoint_every == 0
+        # Losses are read (one host sync) at the logging interval, and before every checkpoint so
+        # that a checkpoint never captures weights that already produced a non-finite loss.
+        if done % system.log_every == 0 or done == total or checkpoint_due:
+            means = {k: v.item() / count for k, v in sums.items()}  # the only host sync of the interval
+            _check_finite(means, stage.name, done)
+            the_run.storage.log({"stage": stage.name, "step": done,
+                                 "time": round(time.time() - the_run.started, 3), **means})
+            hook.genframe_step_end(run=the_run, stage=stage.name, step=done, total_steps=total, losses=means)
+            sums, count = {}, 0
+        if checkpoint_due:
+            _save_checkpoint(the_run, stage.index, done, trainer.state_dict(), ctx.generator)
+        if done < total and every_eval and done % every_eval == 0:
+            evaluate(the_run, stage, done)
+    evaluate(the_run, stage, total)
+    hook.genframe_stage_finished(run=the_run, stage=stage.name, index=stage.index)
+
+
+def _check_finite(means: dict[str, float], stage: str, step: int) -> None:
+    bad = [k for k, v in means.items() if not math.isfinite(v)]
+    if bad:
+        raise GenframeError(f"stage {stage!r}, step {step}: non-finite loss {', '.join(bad)} "
+                            f"({', '.join(f'{k}={means[k]}' for k in bad)}); lower the learning rate or "
+                            "check the data scaling")
+
+
+def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
+    """Write previews and sample grids, compute metrics, log and announce the results."""
+    system, storage = the_run.system, the_run.storage
+    written: dict[str, str] = {}
+    for name, images in stage.trainer.previews().items():
+        written[name] = _write_grid(storage, f"images/{stage.name}/{name}-{step:07d}.png", images)
+    results: dict[str, float] = {}
+    if stage.sample:
+        sampler = Sampler(system, the_run.device)
+        generator = torch.Generator(device=the_run.device).manual_seed(FIXED_NOISE_SEED)
+        written["samples"] = _write_grid(storage, f"images/{stage.name}/samples-{step:07d}.png",
+                                         sampler(system.evaluation.n_samples, generator))
+        for metric in system.evaluation.metrics:
+            results.update(metric.compute(sampler, the_run.build_ctx.images, the_run.device))
+    if results:
+        storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results})
+    the_run.registry.hook.genframe_evaluated(run=the_run, stage=stage.name, step=step, results=results,
+                                             images=written)
+    return results
+
+
+def _write_grid(storage: RunStorage, rel: str, images: torch.Tensor) -> str:
+    storage.write_bytes(rel, png_bytes(grid(to_uint8(images))))
+    return rel
+
+
+# --------------------------------------------------------------------------- sampling a finished run
+
+
+def load_trained(run_url: str, *, device: str | None = None, registry: Registry | None = None
+                 ) -> tuple[System, torch.device]:
+    """Rebuild a run's system from its folder and load its latest weights (no data needed)."""
+    from .build import build
+    from .spec import validate
+
+    registry = registry or get_registry()
+    storage = RunStorage.open(run_url)
+    spec = storage.read_spec()
+    source = f"{run_url}/spec.yaml"
+    validate(spec, source, registry)
+    system = build(spec, source, registry)
+    dev = resolve_device(device or ("cpu" if system.device == "auto" and not torch.cuda.is_available()
+                                    else system.device))
+    checkpoint = storage.load_checkpoint()
+    if checkpoint is None:
+        raise GenframeError(f"{run_url}: no checkpoint yet; nothing to sample from")
+    prepare(system, dev, load_data=False, data_shape=storage.read_json("run.json")["data_shape"])
+    _restore_components(system, checkpoint)
+    return system, dev
+
+
+def sample_images(system: System, device: torch.device, n: int, seed: int) -> torch.Tensor:
+    """``n`` uint8 images from the sampler chain; the same seed gives the same images."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return to_uint8(Sampler(system, device)(n, generator)).cpu()
+
