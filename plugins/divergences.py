@@ -1,0 +1,90 @@
+"""Adversarial objectives: how critic scores become critic and generator losses.
+
+Scores are raw critic outputs (logits for the logistic objectives), one per image; every loss is
+a mean over the batch, computed in float32 so that half-precision scores do not round the
+softplus terms away. ``hinge`` ships separately, as the example of a third-party plugin package.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from genframe import Divergence, component, hookimpl, param
+
+
+@component("divergence", "wasserstein")
+class Wasserstein(Divergence):
+    """WGAN (Arjovsky et al. 2017): the critic estimates the Earth-Mover distance; needs a constraint.
+
+    The critic maximises E[D(real)] - E[D(fake)], which approximates the Wasserstein-1 distance
+    only while the critic is kept 1-Lipschitz (weight clipping, gradient penalty...).
+    """
+
+    def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        return fake_scores.float().mean() - real_scores.float().mean()
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        return -fake_scores.float().mean()
+
+
+class _Logistic(Divergence):
+    """The original GAN critic: a logistic classifier of real (label 1) against fake (label 0).
+
+    With D = sigmoid(score), -log D = softplus(-score) and -log(1 - D) = softplus(score), which
+    stay finite where the logs of a saturated sigmoid would not.
+    """
+
+    def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-real_scores.float()).mean() + F.softplus(fake_scores.float()).mean()
+
+
+@component("divergence", "nonsaturating")
+class NonSaturating(_Logistic):
+    """Standard GAN with the non-saturating generator loss -log D(G(z)) (Goodfellow et al. 2014).
+
+    Same fixed point as minimax, but its gradient is largest where the critic rejects the fakes
+    confidently, which is exactly early in training.
+    """
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-fake_scores.float()).mean()
+
+
+@component("divergence", "minimax")
+class Minimax(_Logistic):
+    """Standard GAN as the zero-sum game: the generator minimises log(1 - D(G(z))).
+
+    Kept for comparison: its gradient vanishes when the critic confidently rejects the fakes,
+    which is why ``nonsaturating`` is the usual choice.
+    """
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        return -F.softplus(fake_scores.float()).mean()
+
+
+@component("divergence", "least_squares")
+class LeastSquares(Divergence):
+    """LSGAN (Mao et al. 2017): squared distances of the scores to target codes a, b, c.
+
+    The critic pushes fake scores to ``a`` and real scores to ``b``; the generator pushes fake
+    scores to ``c``. Unlike the logistic loss, a quadratic keeps penalising fakes that are
+    classified correctly but lie far from the real data. The 0-1-1 coding is the paper's practical
+    choice; a=-1, b=1, c=0 is the one that minimises the Pearson chi^2 divergence.
+    """
+
+    a: float = param(0.0, help="target score of fake images for the critic")
+    b: float = param(1.0, help="target score of real images for the critic")
+    c: float = param(1.0, help="score the generator wants the critic to give its images")
+
+    def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (real_scores.float() - self.b).square().mean() + \
+            0.5 * (fake_scores.float() - self.a).square().mean()
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (fake_scores.float() - self.c).square().mean()
+
+
+@hookimpl
+def genframe_components():
+    return [Wasserstein, NonSaturating, Minimax, LeastSquares]

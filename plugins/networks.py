@@ -1,0 +1,135 @@
+"""DCGAN-style convolutional generator and critic, sized from the data at setup.
+
+Both networks share one plan: the image side is halved down to a base of 3 to 7 pixels, each
+halving being one stride-2 convolution (transposed in the generator), with feature maps doubling
+towards the base. This covers 28x28 MNIST (base 7) as well as the usual powers of two.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from genframe import Critic, GenframeError, Generator, component, hookimpl, param
+from genframe.context import BuildContext
+
+MIN_BASE, MAX_BASE = 3, 7
+
+
+def halving_plan(image_size: int) -> tuple[int, int]:
+    """(base size, number of stride-2 stages) with ``base * 2**stages == image_size`` and ``stages >= 1``."""
+    base, stages = image_size, 0
+    while base % 2 == 0 and (base > MAX_BASE or stages == 0):
+        base, stages = base // 2, stages + 1
+    if not MIN_BASE <= base <= MAX_BASE or stages == 0:
+        raise GenframeError(
+            f"image_size {image_size} is not supported: it must be a base of {MIN_BASE} to {MAX_BASE} "
+            f"doubled at least once (e.g. 16, 24, 28, 32, 64)")
+    return base, stages
+
+
+def stage_widths(width: int, stages: int) -> list[int]:
+    """Feature maps at each resolution from the base upwards: ``width`` at the finest, doubling towards the base."""
+    return [width * 2 ** (stages - 1 - i) for i in range(stages)]
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The DCGAN paper's initialisation: weights N(0, 0.02), normalisation scales N(1, 0.02), biases 0.
+
+    Small initial weights keep the adversarial game near its balanced start, which the paper found
+    to stabilise training.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _resolved(value: int | None, from_data: int) -> int:
+    return from_data if value is None else value
+
+
+@component("generator", "dcgan_generator")
+class DCGANGenerator(Generator):
+    """DCGAN generator: a linear projection to a small feature map, then transposed convolutions up to the image.
+
+    Batch normalisation and ReLU in the hidden layers and Tanh at the output follow the DCGAN paper;
+    Tanh puts the output in [-1, 1], the range images have inside models.
+    """
+
+    latent_dim: int = param(64, ge=1, help="size of the latent vector it takes")
+    channels: int | None = param(None, ge=1, help="image channels; default: the data's")
+    image_size: int | None = param(None, ge=1, help="image side; default: the data's")
+    width: int = param(64, ge=1, help="feature maps of the last hidden layer, doubling towards the input")
+    init: Literal["dcgan", "default"] = param("dcgan", help="dcgan: N(0, 0.02) weights; default: PyTorch's")
+
+    def setup(self, ctx: BuildContext) -> None:
+        base, stages = halving_plan(_resolved(self.image_size, ctx.image_size))
+        widths = stage_widths(self.width, stages)
+        # No biases before batch normalisation: its mean subtraction cancels them.
+        layers: list[nn.Module] = [
+            nn.Linear(self.latent_dim, widths[0] * base * base, bias=False),
+            nn.Unflatten(1, (widths[0], base, base)),
+            nn.BatchNorm2d(widths[0]), nn.ReLU(),
+        ]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(widths[-1], _resolved(self.channels, ctx.channels), 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        if self.init == "dcgan":
+            dcgan_init(self.net)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.flatten(1))
+
+
+@component("critic", "dcgan_critic")
+class DCGANCritic(Critic):
+    """DCGAN discriminator used as a critic: strided convolutions down to the base size, then one linear score.
+
+    LeakyReLU keeps gradients flowing for every input. The normalisation is a choice because it
+    interacts with the objective: batch norm (DCGAN) couples the images of a batch, which breaks
+    per-sample gradient penalties; layer norm (WGAN-GP's advice) or none keep samples independent.
+    """
+
+    channels: int | None = param(None, ge=1, help="image channels; default: the data's")
+    image_size: int | None = param(None, ge=1, help="image side; default: the data's")
+    width: int = param(64, ge=1, help="feature maps of the first layer, doubling towards the output")
+    norm: Literal["none", "batch", "layer"] = param(
+        "none", help="normalisation after each convolution but the first (layer: over channels and pixels)")
+    init: Literal["dcgan", "default"] = param("dcgan", help="dcgan: N(0, 0.02) weights; default: PyTorch's")
+
+    def setup(self, ctx: BuildContext) -> None:
+        base, stages = halving_plan(_resolved(self.image_size, ctx.image_size))
+        widths = stage_widths(self.width, stages)[::-1]
+        layers: list[nn.Module] = [
+            nn.Conv2d(_resolved(self.channels, ctx.channels), widths[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=self.norm == "none"), *self._norm(cout),
+                       nn.LeakyReLU(0.2)]
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * base * base, 1)]
+        self.net = nn.Sequential(*layers)
+        if self.init == "dcgan":
+            dcgan_init(self.net)
+
+    def _norm(self, channels: int) -> list[nn.Module]:
+        if self.norm == "batch":
+            return [nn.BatchNorm2d(channels)]
+        if self.norm == "layer":
+            return [nn.GroupNorm(1, channels)]  # one group: normalised over (C, H, W) per image
+        return []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+@hookimpl
+def genframe_components():
+    return [DCGANGenerator, DCGANCritic]

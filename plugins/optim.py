@@ -1,0 +1,147 @@
+"""Optimisers (Adam, RMSProp) with learning-rate schedules, and the helper that builds both for a trainer.
+
+Each optimiser carries a ``schedule`` component: a multiplier of its learning rate as a function of
+the (fractional) epoch and of the training progress in [0, 1]. Trainers call
+:func:`build_optimizer` with a function that maps a step number to (epoch, progress) and step the
+returned ``LambdaLR`` after every optimiser step, so the schedule needs no knowledge of the data.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from genframe import Optimizer, Schedule, component, hookimpl, param
+
+# --------------------------------------------------------------------------- schedules
+
+
+@component("schedule", "constant")
+class Constant(Schedule):
+    """The same learning rate throughout training."""
+
+    def factor(self, epoch: float, progress: float) -> float:
+        return 1.0
+
+
+@component("schedule", "step")
+class Step(Schedule):
+    """Staircase decay: multiply the learning rate by ``gamma`` every ``every_epochs`` epochs.
+
+    The multiplier is gamma ** floor(epoch / every_epochs). A relative slack of 1e-9 in the floor
+    keeps epochs computed as step / steps_per_epoch (0.30000000000000004, 2.9999999999999996...)
+    on the intended side of a boundary. The field is ``gamma`` (as in torch's StepLR) because
+    ``factor`` is the method every schedule provides.
+    """
+
+    every_epochs: float = param(gt=0, help="epochs between two decays")
+    gamma: float = param(0.5, gt=0, help="multiplier applied at each decay")
+
+    def factor(self, epoch: float, progress: float) -> float:
+        return self.gamma ** math.floor(epoch / self.every_epochs + 1e-9)
+
+
+@component("schedule", "linear")
+class Linear(Schedule):
+    """Linear decay from the full learning rate at the start to ``final`` times it at the end."""
+
+    final: float = param(0.0, ge=0, help="multiplier reached at the end of training")
+
+    def factor(self, epoch: float, progress: float) -> float:
+        return 1.0 + (self.final - 1.0) * min(max(progress, 0.0), 1.0)
+
+
+# --------------------------------------------------------------------------- optimisers
+
+
+def _schedule_param() -> Any:
+    return param(factory=lambda: {"type": "constant"}, help="learning-rate multiplier over training")
+
+
+def _device_options(optimizer_cls: type[torch.optim.Optimizer], params: list) -> dict[str, bool]:
+    """``foreach`` and ``capturable`` when every parameter is on CUDA and the class accepts them.
+
+    foreach updates all tensors with a few fused kernels instead of a loop of small ones;
+    capturable keeps the step count on the device, so an optimiser step never reads a host value
+    and can be captured in a CUDA graph. Both are refused or useless for CPU tensors, and the
+    signature check keeps this working across torch versions.
+    """
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    if not tensors or any(t.device.type != "cuda" for t in tensors):
+        return {}
+    accepted = inspect.signature(optimizer_cls).parameters
+    return {name: True for name in ("foreach", "capturable") if name in accepted}
+
+
+def _materialise(params: Any) -> list:
+    """``params`` (tensors, or param-group dicts) as a list that can be inspected and then used."""
+    out = []
+    for p in params:
+        if isinstance(p, dict):
+            group = p["params"]
+            p = {**p, "params": [group] if isinstance(group, torch.Tensor) else list(group)}
+        out.append(p)
+    return out
+
+
+@component("optimizer", "adam")
+class Adam(Optimizer):
+    """Adam with DCGAN's beta1 = 0.5: a short momentum memory suits the moving target of a GAN."""
+
+    lr: float = param(2e-4, gt=0, help="learning rate before the schedule's multiplier")
+    betas: tuple[float, float] = param((0.5, 0.999), help="decay rates of the gradient's running mean and "
+                                                          "square, each in [0, 1)")
+    eps: float = param(1e-8, gt=0, help="added to the denominator for numerical stability")
+    weight_decay: float = param(0.0, ge=0, help="L2 penalty added to the gradient")
+    schedule: Schedule = _schedule_param()
+
+    def __attrs_post_init__(self) -> None:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
+
+    def build(self, params: Any) -> torch.optim.Optimizer:
+        params = _materialise(params)
+        return torch.optim.Adam(params, lr=self.lr, betas=tuple(self.betas), eps=self.eps,
+                                weight_decay=self.weight_decay, **_device_options(torch.optim.Adam, params))
+
+
+@component("optimizer", "rmsprop")
+class RMSProp(Optimizer):
+    """RMSProp without momentum, as WGAN prescribes: momentum-based updates made its critic unstable."""
+
+    lr: float = param(5e-5, gt=0, help="learning rate before the schedule's multiplier")
+    alpha: float = param(0.99, ge=0, lt=1, help="decay rate of the running mean of squared gradients")
+    eps: float = param(1e-8, gt=0, help="added to the denominator for numerical stability")
+    weight_decay: float = param(0.0, ge=0, help="L2 penalty added to the gradient")
+    schedule: Schedule = _schedule_param()
+
+    def build(self, params: Any) -> torch.optim.Optimizer:
+        params = _materialise(params)
+        return torch.optim.RMSprop(params, lr=self.lr, alpha=self.alpha, eps=self.eps,
+                                   weight_decay=self.weight_decay, **_device_options(torch.optim.RMSprop, params))
+
+
+def build_optimizer(optimizer: Optimizer, params: Any,
+                    epoch_progress: Callable[[int], tuple[float, float]]) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """The torch optimiser of ``optimizer`` for ``params`` and a ``LambdaLR`` applying its schedule.
+
+    ``epoch_progress(step)`` gives the (fractional) epoch and the progress in [0, 1] at a step
+    number; the scheduler starts at step 0 and advances one step per ``scheduler.step()``, which
+    the trainer calls after every optimiser step. Optimisers without a ``schedule`` field (from
+    other packages) get a constant learning rate.
+    """
+    schedule = getattr(optimizer, "schedule", None) or Constant()
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"{type(optimizer).__name__}.schedule is {schedule!r}, not a schedule component: "
+                        "build the spec, or pass one such as Constant()")
+    torch_optimizer = optimizer.build(params)
+    return torch_optimizer, LambdaLR(torch_optimizer, lambda step: schedule.factor(*epoch_progress(step)))
+
+
+@hookimpl
+def genframe_components():
+    return [Constant, Step, Linear, Adam, RMSProp]
