@@ -1,0 +1,150 @@
+"""The engine end to end on CPU: stages, run folder, resume, sampling, observers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genframe import GenframeError, ReconstructionLoss, component, hookimpl
+from genframe.api import load_system, sample, train
+from genframe.engine import run
+from genframe.registry import create_registry
+from genframe.storage import RunStorage
+
+
+def _weights(run_url: str) -> dict[str, torch.Tensor]:
+    checkpoint = RunStorage.open(run_url).load_checkpoint()
+    return {f"{c}.{k}": v for c, state in checkpoint["components"].items() for k, v in state.items()}
+
+
+def test_two_stage_run_writes_a_complete_run_folder(tiny_spec, write_spec, tmp_path):
+    out = tmp_path / "run"
+    finished = train(write_spec(tiny_spec), out=str(out))
+    assert finished.url == str(out)
+    resolved = RunStorage.open(str(out)).read_spec()
+    # every default is written out, so the run can be reproduced from the folder alone
+    assert resolved["stages"][0]["trainer"]["loss"] == {"type": "l2"}
+    assert resolved["stages"][1]["trainer"]["sample_factor"] == 2.0
+    log = RunStorage.open(str(out)).read_log()
+    glo = [r for r in log if r["stage"] == "glo"]
+    # 64 images, batch 16 -> 4 steps per epoch, 3 epochs; logged every 2 steps
+    assert [r["step"] for r in glo] == [2, 4, 6, 8, 10, 12]
+    assert all(np.isfinite(r["loss"]) for r in log)
+    assert (out / "images" / "glo" / "reconstructions-0000012.png").exists()
+    assert (out / "images" / "mapper" / "samples-0000008.png").exists()
+    assert not (out / "images" / "glo" / "samples-0000012.png").exists()  # only the last stage samples
+    checkpoint = RunStorage.open(str(out)).load_checkpoint()
+    assert (checkpoint["stage"], checkpoint["step"]) == (2, 0)
+
+
+def test_glo_loss_decreases(tiny_spec, write_spec, tmp_path):
+    tiny_spec["stages"][0]["trainer"]["epochs"] = 30
+    tiny_spec["log_every"] = 4
+    train(write_spec(tiny_spec), out=str(tmp_path / "run"))
+    losses = [r["loss"] for r in RunStorage.open(str(tmp_path / "run")).read_log() if r["stage"] == "glo"]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_cpu_runs_are_reproducible(tiny_spec, write_spec, tmp_path):
+    a = train(write_spec(tiny_spec), out=str(tmp_path / "a"))
+    b = train(write_spec(tiny_spec), out=str(tmp_path / "b"))
+    wa, wb = _weights(a.url), _weights(b.url)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_at(stage: str, step: int):
+    class Crasher:
+        @hookimpl
+        def genframe_step_end(self, run, stage, step, total_steps, losses):
+            if (stage, step) == (crash_stage, crash_step):
+                raise _Crash(f"simulated crash at {stage} {step}")
+    crash_stage, crash_step = stage, step
+    return Crasher()
+
+
+@pytest.mark.parametrize("stage, step", [("glo", 6), ("mapper", 6), ("mapper", 2)])
+def test_resume_after_interruption_gives_the_uninterrupted_result(tiny_spec, write_spec, tmp_path, stage, step):
+    spec_path = write_spec(tiny_spec)
+    reference = train(spec_path, out=str(tmp_path / "reference"))
+
+    crashing = create_registry([_crash_at(stage, step)])
+    system = load_system(spec_path, registry=crashing)
+    with pytest.raises(_Crash):
+        run(system, out=str(tmp_path / "interrupted"), registry=crashing)
+    resumed = train(resume=str(tmp_path / "interrupted"))
+    expected, got = _weights(reference.url), _weights(resumed.url)
+    assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed run differs from uninterrupted run"
+    steps = [(r["stage"], r["step"]) for r in RunStorage.open(resumed.url).read_log()]
+    assert steps[-1] == ("mapper", 8)
+
+
+def test_resume_refuses_a_different_spec(tiny_spec, write_spec, tmp_path):
+    path = write_spec(tiny_spec)
+    train(path, out=str(tmp_path / "run"))
+    tiny_spec["stages"][0]["trainer"]["epochs"] = 4
+    with pytest.raises(GenframeError, match=r"differs from the run's spec.yaml at stages\[0\].trainer.epochs"):
+        train(write_spec(tiny_spec, "other.yaml"), resume=str(tmp_path / "run"))
+
+
+def test_run_folder_may_be_any_fsspec_url(tiny_spec, write_spec):
+    url = "memory://genframe-tests/run"
+    train(write_spec(tiny_spec), out=url)
+    storage = RunStorage.open(url)
+    assert storage.exists("checkpoints/last.pt")
+    assert storage.exists("images/mapper/samples-0000008.png")
+    images, name = sample(url, 5, seed=1)
+    assert name == "tiny" and images.shape == (5, 1, 8, 8) and images.dtype == torch.uint8
+
+
+def test_sampling_is_reproducible(tiny_spec, write_spec, tmp_path):
+    finished = train(write_spec(tiny_spec), out=str(tmp_path / "run"))
+    a, _ = sample(finished.url, 16, seed=3)
+    b, _ = sample(finished.url, 16, seed=3)
+    c, _ = sample(finished.url, 16, seed=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert int(a.max()) > int(a.min())  # not a constant image
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tiny_spec, write_spec, tmp_path):
+    path = write_spec(tiny_spec)
+    train(path, out=str(tmp_path / "run"))
+    with pytest.raises(GenframeError, match="already holds a run"):
+        train(path, out=str(tmp_path / "run"))
+
+
+def test_non_finite_loss_stops_with_the_stage_and_step(tiny_spec, write_spec, tmp_path):
+    @component("reconstruction_loss", "nan_after_test")
+    class NanAfter(ReconstructionLoss):
+        """Turns NaN after a number of calls (test only)."""
+
+        calls: int = 5
+
+        def __call__(self, reconstruction, target):
+            self.calls -= 1
+            loss = (reconstruction - target).abs().sum()
+            return loss * float("nan") if self.calls < 0 else loss
+
+    class Plugin:
+        @hookimpl
+        def genframe_components(self):
+            return [NanAfter]
+
+    registry = create_registry([Plugin()])
+    tiny_spec["stages"][0]["trainer"]["loss"] = {"type": "nan_after_test"}
+    system = load_system(write_spec(tiny_spec), registry=registry)
+    with pytest.raises(GenframeError, match=r"^stage 'glo', step 6: non-finite loss loss \(loss=nan\)"):
+        run(system, out=str(tmp_path / "run"), registry=registry)
+
+
+def test_sampler_dimensions_are_checked_before_training(tiny_spec, write_spec, tmp_path):
+    tiny_spec["components"]["mapper"]["in_dim"] = 5
+    with pytest.raises(GenframeError, match="sampler: 'noise' produces 3-d vectors but 'mapper' takes 5-d input"):
+        train(write_spec(tiny_spec), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+
+from genframe.build import instantiate
+from genframe.registry import create_registry
+from genframe_plugins import divergences
+from genframe_plugins.divergences import LeastSquares, Minimax, NonSaturating, Wasserstein
+
+REAL = torch.tensor([1.0, -2.0])
+FAKE = torch.tensor([0.5, 3.0])
+
+
+def softplus(x):
+    return math.log(1.0 + math.exp(x))
+
+
+def test_wasserstein():
+    div = Wasserstein()
+    assert div.critic_loss(REAL, FAKE).item() == pytest.approx((0.5 + 3.0) / 2 - (1.0 - 2.0) / 2)  # 2.25
+    assert div.generator_loss(FAKE).item() == pytest.approx(-1.75)
+
+
+def test_nonsaturating():
+    div = NonSaturating()
+    critic = (softplus(-1.0) + softplus(2.0)) / 2 + (softplus(0.5) + softplus(3.0)) / 2
+    assert div.critic_loss(REAL, FAKE).item() == pytest.approx(critic)
+    assert div.generator_loss(FAKE).item() == pytest.approx((softplus(-0.5) + softplus(-3.0)) / 2)
+    # -log D(G(z)) with D = sigmoid
+    d = 1 / (1 + math.exp(-0.5))
+    assert div.generator_loss(torch.tensor([0.5])).item() == pytest.approx(-math.log(d))
+
+
+def test_minimax():
+    div = Minimax()
+    assert div.critic_loss(REAL, FAKE).item() == pytest.approx(NonSaturating().critic_loss(REAL, FAKE).item())
+    assert div.generator_loss(FAKE).item() == pytest.approx(-(softplus(0.5) + softplus(3.0)) / 2)
+    # log(1 - D(G(z))) with D = sigmoid
+    d = 1 / (1 + math.exp(-0.5))
+    assert div.generator_loss(torch.tensor([0.5])).item() == pytest.approx(math.log(1 - d))
+
+
+def test_generator_gradients_where_the_critic_rejects_fakes():
+    # score -6: the critic is sure the image is fake. Minimax barely moves, nonsaturating does.
+    for div, expected in ((Minimax(), -1 / (1 + math.exp(6))), (NonSaturating(), -1 / (1 + math.exp(-6)))):
+        score = torch.tensor([-6.0], requires_grad=True)
+        div.generator_loss(score).backward()
+        assert score.grad.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_least_squares_default_coding():
+    div = LeastSquares()
+    # critic: 0.5 * mean((1-1)^2, (-2-1)^2) + 0.5 * mean((0.5-0)^2, (3-0)^2) = 2.25 + 2.3125
+    assert div.critic_loss(REAL, FAKE).item() == pytest.approx(4.5625)
+    # generator: 0.5 * mean((0.5-1)^2, (3-1)^2) = 1.0625
+    assert div.generator_loss(FAKE).item() == pytest.approx(1.0625)
+
+
+def test_least_squares_custom_coding():
+    div = LeastSquares(a=-1.0, b=1.0, c=0.0)
+    assert div.critic_loss(REAL, FAKE).item() == pytest.approx(0.5 * (0 + 9) / 2 + 0.5 * (2.25 + 16) / 2)
+    assert div.generator_loss(FAKE).item() == pytest.approx(0.5 * (0.25 + 9) / 2)
+
+
+def test_half_precision_scores_give_float32_losses():
+    real, fake = REAL.to(torch.bfloat16), FAKE.to(torch.bfloat16)
+    for div in (Wasserstein(), NonSaturating(), Minimax(), LeastSquares()):
+        assert div.critic_loss(real, fake).dtype == torch.float32
+        assert div.generator_loss(fake).dtype == torch.float32
+
+
+def test_registered_names():
+    registry = create_registry([divergences], entry_points=False)
+    assert registry.names("divergence") == ["least_squares", "minimax", "nonsaturating", "wasserstein"]
+    built = instantiate("divergence", {"type": "least_squares", "c": 0.5}, "d", "<test>", registry)
+    assert isinstance(built, LeastSquares) and (built.a, built.b, built.c) == (0.0, 1.0, 0.5)
