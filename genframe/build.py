@@ -87,7 +87,7 @@ def instantiate(role: str, config: dict, path: str, source: str, registry: Regis
             kwargs[f.name] = tuple(value) if typing.get_origin(unwrap_optional(f.type)[0]) is tuple else value
     try:
         obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, GenframeError) as exc:
         raise SpecError(f"invalid parameters: {exc}", source=source, path=path) from None
     for f in attrs.fields(cls):
         nested_role, is_list = _component_role(f.type)

@@ -6,6 +6,7 @@ evaluate and checkpoint); a trainer owns what one step does. It never asks which
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -96,6 +97,7 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
         if isinstance(comp, ModuleComponent):
             comp.to(device)
     _check_sampler_dims(system)
+    _check_image_shape(system, ctx)
     return ctx
 
 
@@ -110,6 +112,17 @@ def _check_sampler_dims(system: System) -> None:
             raise GenframeError(f"{system.source}: sampler: {previous!r} produces {width}-d vectors but "
                                 f"{name!r} takes {wanted}-d input")
         width, previous = getattr(comp, "out_dim", width), name
+
+
+def _check_image_shape(system: System, ctx: BuildContext) -> None:
+    """A generator that cannot produce the data's images fails here, not deep inside a loss."""
+    probe = torch.Generator(device=ctx.device).manual_seed(0)
+    produced = tuple(Sampler(system, ctx.device)(2, probe).shape[1:])
+    expected = (ctx.channels, ctx.image_size, ctx.image_size)
+    if produced != expected:
+        raise GenframeError(f"{system.source}: components.{system.sampler[-1]}: produces images of shape "
+                            f"{produced} (C, H, W) but the data are {expected}; match channels/image_size "
+                            "to the data or leave them out to take the data's")
 
 
 class Sampler:
@@ -223,6 +236,7 @@ def _run_stages(the_run: Run, checkpoint: dict | None) -> None:
     start_stage, start_step = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
     if checkpoint:
         _restore_components(system, checkpoint)
+        _trim_log(the_run, start_stage, start_step)
     for stage in system.stages:
         if stage.index < start_stage:
             continue
@@ -242,6 +256,15 @@ def _run_stages(the_run: Run, checkpoint: dict | None) -> None:
             set_rng_state(checkpoint["rng"])
         _run_stage(the_run, stage, ctx, step)
         _save_checkpoint(the_run, stage.index + 1, 0, None, None)
+
+
+def _trim_log(the_run: Run, stage: int, step: int) -> None:
+    """Drop records written after the checkpoint: those steps run again and are logged again."""
+    order = {s.name: s.index for s in the_run.system.stages}
+    records = the_run.storage.read_log()
+    kept = [r for r in records if (order.get(r.get("stage"), -1), r.get("step", 0)) <= (stage, step)]
+    if len(kept) != len(records):
+        the_run.storage.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _restore_components(system: System, checkpoint: dict) -> None:

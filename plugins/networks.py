@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genframe import Critic, GenframeError, Generator, component, hookimpl, param
@@ -69,6 +70,8 @@ class DCGANGenerator(Generator):
     image_size: int | None = param(None, ge=1, help="image side; default: the data's")
     width: int = param(64, ge=1, help="feature maps of the last hidden layer, doubling towards the input")
     init: Literal["dcgan", "default"] = param("dcgan", help="dcgan: N(0, 0.02) weights; default: PyTorch's")
+    normalize_input: bool = param(False, help="project latent vectors onto the unit sphere first (GLANN's "
+                                               "generator), so only their direction matters")
 
     def setup(self, ctx: BuildContext) -> None:
         base, stages = halving_plan(_resolved(self.image_size, ctx.image_size))
@@ -87,7 +90,10 @@ class DCGANGenerator(Generator):
             dcgan_init(self.net)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.flatten(1))
+        z = z.flatten(1)
+        if self.normalize_input:
+            z = F.normalize(z, dim=1)
+        return self.net(z)
 
 
 @component("critic", "dcgan_critic")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from genframe import (Critic, Divergence, Encoder, Generator, LipschitzConstraint, Optimizer, Prior,
                       ReconstructionLoss, Trainer, component, hookimpl, param, ref)
@@ -177,8 +178,7 @@ class IMLE(Trainer, _Optimised):
         if self.noise > 0:
             inputs = inputs + self.noise * torch.randn(inputs.shape, device=inputs.device,
                                                        generator=self._ctx.generator)
-        error = (self._model(inputs) - self._targets[indices]).flatten(1)
-        loss = error.pow(2).sum(1).mean()
+        loss = F.mse_loss(self._model(inputs), self._targets[indices])
         opt, _ = self._optimisers["model"]
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -81,7 +81,8 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tiny_spec, wri
     expected, got = _weights(reference.url), _weights(resumed.url)
     assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed run differs from uninterrupted run"
     steps = [(r["stage"], r["step"]) for r in RunStorage.open(resumed.url).read_log()]
-    assert steps[-1] == ("mapper", 8)
+    reference_steps = [(r["stage"], r["step"]) for r in RunStorage.open(reference.url).read_log()]
+    assert steps == reference_steps  # replayed steps are logged once
 
 
 def test_resume_refuses_a_different_spec(tiny_spec, write_spec, tmp_path):
@@ -148,3 +149,10 @@ def test_sampler_dimensions_are_checked_before_training(tiny_spec, write_spec, t
     with pytest.raises(GenframeError, match="sampler: 'noise' produces 3-d vectors but 'mapper' takes 5-d input"):
         train(write_spec(tiny_spec), out=str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_generator_that_cannot_make_the_data_images_is_refused(tiny_spec, write_spec, tmp_path):
+    tiny_spec["components"]["generator"]["channels"] = 3
+    with pytest.raises(GenframeError, match=r"components.generator: produces images of shape \(3, 8, 8\) "
+                                            r"\(C, H, W\) but the data are \(1, 8, 8\)"):
+        train(write_spec(tiny_spec), out=str(tmp_path / "run"))

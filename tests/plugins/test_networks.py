@@ -174,7 +174,7 @@ def test_setup_rejects_unsupported_data_size():
 
 def test_config_and_bounds():
     assert DCGANGenerator().config() == {"type": "dcgan_generator", "latent_dim": 64, "channels": None,
-                                         "image_size": None, "width": 64, "init": "dcgan"}
+                                         "image_size": None, "width": 64, "init": "dcgan", "normalize_input": False}
     with pytest.raises(ValueError, match="width"):
         DCGANCritic(width=0)
 
@@ -183,3 +183,16 @@ def test_registry_lists_networks():
     registry = create_registry()
     assert registry.get("generator", "dcgan_generator") is DCGANGenerator
     assert registry.get("critic", "dcgan_critic") is DCGANCritic
+
+
+def test_normalize_input_makes_only_the_direction_matter():
+    g = DCGANGenerator(latent_dim=8, width=8, normalize_input=True)
+    g.setup(BuildContext(num_examples=10, channels=1, image_size=16, device=torch.device("cpu")))
+    g.eval()
+    z = torch.randn(4, 8)
+    torch.testing.assert_close(g(z), g(3.0 * z))
+    plain = DCGANGenerator(latent_dim=8, width=8)
+    plain.setup(BuildContext(num_examples=10, channels=1, image_size=16, device=torch.device("cpu")))
+    plain.load_state_dict(g.state_dict())
+    plain.eval()
+    torch.testing.assert_close(plain(torch.nn.functional.normalize(z, dim=1)), g(z))

@@ -1,0 +1,74 @@
+"""Every shipped spec trains for real on the CPU (shrunk by overrides), and the quickstart's samples are digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genframe.api import sample, train
+from genframe.storage import RunStorage
+
+from ..conftest import SPECS
+
+
+def _losses(run_url: str, stage: str, key: str) -> list[float]:
+    return [r[key] for r in RunStorage.open(run_url).read_log() if r["stage"] == stage and key in r]
+
+
+def test_quickstart_shrunk(tmp_path):
+    finished = train(str(SPECS / "quickstart.yaml"), out=str(tmp_path / "run"), device="cpu",
+                     overrides=["data.limit=256", "stages.0.trainer.epochs=2", "stages.1.trainer.epochs=2"])
+    assert (tmp_path / "run" / "images" / "mapper" / "samples-0000008.png").exists()
+    assert _losses(finished.url, "glo", "loss")
+
+
+def test_glann_on_mnist_shrunk(mnist_root, tmp_path):
+    finished = train(str(SPECS / "glann.yaml"), out=str(tmp_path / "run"), device="cpu", overrides=[
+        f"data.root={mnist_root}", "data.limit=512", "components.generator.width=8",
+        "stages.0.trainer.epochs=2", "stages.1.trainer.epochs=2", "log_every=1"])
+    glo = _losses(finished.url, "glo", "loss")
+    assert len(glo) == 2 * (512 // 128) and glo[-1] < glo[0]
+    images, _ = sample(finished.url, 4, seed=0)
+    assert images.shape == (4, 1, 28, 28)
+
+
+def test_wgan_gp_on_mnist_shrunk(mnist_root, tmp_path):
+    finished = train(str(SPECS / "wgan_gp.yaml"), out=str(tmp_path / "run"), device="cpu", overrides=[
+        f"data.root={mnist_root}", "data.limit=256", "components.generator.width=8",
+        "components.critic.width=8", "stages.0.trainer.steps=4", "log_every=1"])
+    penalties = _losses(finished.url, "gan", "penalty")
+    assert len(penalties) == 4 and all(p >= 0 for p in penalties)
+    # an untrained critic has gradients far from norm 1, so the first penalty is clearly positive
+    assert penalties[0] > 0.1
+    images, _ = sample(finished.url, 3, seed=0)
+    assert images.shape == (3, 1, 28, 28)
+
+
+def _digit_classifier():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_digits(return_X_y=True)
+    return LogisticRegression(max_iter=5000).fit(x / 16.0, y)
+
+
+def _as_digits_features(images: torch.Tensor) -> np.ndarray:
+    """uint8 (N, 1, 16, 16) -> load_digits' 8x8 layout, scaled to [0, 1] like the classifier's inputs."""
+    small = F.avg_pool2d(images.float(), 2)
+    return (small / 255.0).flatten(1).numpy()
+
+
+@pytest.mark.slow
+def test_quickstart_samples_are_recognisable_digits(tmp_path):
+    """A digit classifier trained on the real digits must read the samples confidently and see most classes."""
+    finished = train(str(SPECS / "quickstart.yaml"), out=str(tmp_path / "run"), device="cpu")
+    images, _ = sample(finished.url, 300, seed=0)
+    classifier = _digit_classifier()
+    probabilities = classifier.predict_proba(_as_digits_features(images))
+    confidence = probabilities.max(1).mean()
+    classes = np.bincount(probabilities.argmax(1), minlength=10)
+    # Measured: real digits 0.84, these samples 0.75, uniform noise 0.53 (nearly all one class).
+    assert confidence > 0.65, confidence
+    assert (classes >= 10).sum() >= 9, classes
