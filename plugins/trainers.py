@@ -218,6 +218,8 @@ class Adversarial(Trainer, _Optimised):
         self._critic = ctx.component(self.critic, Critic)
         self._prior = ctx.component(self.prior, Prior)
         self._batches = ctx.batches(self.batch_size)
+        for constraint in self.constraints:
+            constraint.apply(self._critic)
         self._init_optimisers()
         self._g_opt = self._add_optimiser("generator", self.optimizer, self._generator.parameters(),
                                           self._batches, self.steps, self.n_critic)

@@ -1,0 +1,157 @@
+"""The three procedures against hand-written PyTorch loops with the same networks, data and random draws."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genframe.context import BuildContext, EpochBatches, StageContext
+from genframe.images import to_float
+from genframe.neighbours import nearest_neighbours
+from genframe_plugins.constraints import GradientPenalty
+from genframe_plugins.divergences import Wasserstein
+from genframe_plugins.latents import LatentCodes
+from genframe_plugins.losses import L2
+from genframe_plugins.mappers import MLPMapper
+from genframe_plugins.networks import DCGANCritic, DCGANGenerator
+from genframe_plugins.optim import Adam, Constant
+from genframe_plugins.priors import Gaussian
+from genframe_plugins.trainers import IMLE, Adversarial, Autoencoding
+
+CPU = torch.device("cpu")
+
+
+def _context(components: dict, n: int = 32, seed: int = 0) -> StageContext:
+    torch.manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8)
+    build = BuildContext(num_examples=n, channels=1, image_size=8, device=CPU, seed=seed, images=images)
+    for c in components.values():
+        c.setup(build)
+    return StageContext(build=build, components=components, stage="s", stage_index=0,
+                        generator=torch.Generator().manual_seed(seed + 1))
+
+
+def _adam(lr: float, betas=(0.5, 0.999), weight_decay=0.0) -> Adam:
+    return Adam(lr=lr, betas=betas, weight_decay=weight_decay, schedule=Constant())
+
+
+def test_adversarial_step_equals_a_hand_written_wgan_gp_step():
+    ctx = _context({"generator": DCGANGenerator(latent_dim=4, width=4), "critic": DCGANCritic(width=4),
+                    "prior": Gaussian(dim=4)})
+    g, d = copy.deepcopy(ctx.components["generator"]), copy.deepcopy(ctx.components["critic"])
+    noise_gen = torch.Generator().manual_seed(0)
+    noise_gen.set_state(ctx.generator.get_state())
+    trainer = Adversarial(divergence=Wasserstein(), constraints=[GradientPenalty(weight=10.0)], n_critic=2,
+                          batch_size=8, steps=3, optimizer=_adam(1e-3, (0.0, 0.9)))
+    trainer.bind(ctx)
+    torch.manual_seed(123)  # the penalty's interpolation weights come from the global generator
+    for step in range(2):
+        trainer.train_step(step)
+
+    # the same two steps by hand
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    batches = EpochBatches(32, 8, seed=0 * 7919 + 0, device=CPU)
+    torch.manual_seed(123)
+    for step in range(2):
+        for k in range(2):
+            real = to_float(ctx.images[batches.indices(step * 2 + k)])
+            with torch.no_grad():
+                fake = g(torch.randn(8, 4, generator=noise_gen))
+            loss = d(fake).mean() - d(real).mean()
+            eps = torch.rand(8, 1, 1, 1)
+            x = (eps * real + (1 - eps) * fake).requires_grad_(True)
+            (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+            loss = loss + 10.0 * (grad.flatten(1).norm(dim=1) - 1).square().mean()
+            opt_d.zero_grad()
+            loss.backward()
+            opt_d.step()
+        g_loss = -d(g(torch.randn(8, 4, generator=noise_gen))).mean()
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    for mine, ref in [(ctx.components["generator"], g), (ctx.components["critic"], d)]:
+        for (name, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_autoencoding_step_equals_a_hand_written_glo_step():
+    ctx = _context({"codes": LatentCodes(dim=4, init="random"), "generator": DCGANGenerator(latent_dim=4, width=4)})
+    codes, g = copy.deepcopy(ctx.components["codes"]), copy.deepcopy(ctx.components["generator"])
+    trainer = Autoencoding(encoder="codes", generator="generator", loss=L2(), epochs=1, batch_size=8,
+                           optimizer=_adam(1e-3), encoder_optimizer=_adam(1e-2))
+    trainer.bind(ctx)
+    assert trainer.total_steps() == 4
+    for step in range(3):
+        trainer.train_step(step)
+
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_z = torch.optim.Adam(codes.parameters(), lr=1e-2, betas=(0.5, 0.999))
+    batches = EpochBatches(32, 8, seed=0, device=CPU)
+    for step in range(3):
+        idx = batches.indices(step)
+        x = to_float(ctx.images[idx])
+        loss = (g(codes.codes[idx]) - x).square().flatten(1).sum(1).mean()
+        opt_g.zero_grad()
+        opt_z.zero_grad()
+        loss.backward()
+        opt_g.step()
+        opt_z.step()
+        with torch.no_grad():
+            codes.codes.copy_(F.normalize(codes.codes, dim=1))
+    torch.testing.assert_close(ctx.components["codes"].codes, codes.codes, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(ctx.components["codes"].codes.norm(dim=1), torch.ones(32))
+    for a, b in zip(ctx.components["generator"].state_dict().values(), g.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_imle_pairs_each_target_with_its_nearest_sample_and_fits_them():
+    ctx = _context({"mapper": MLPMapper(in_dim=2, out_dim=2, hidden=[32], batch_norm=False),
+                    "prior": Gaussian(dim=2)}, n=64)
+    targets = torch.randn(64, 2, generator=torch.Generator().manual_seed(5)) * 3 + 1
+    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=60, batch_size=16, sample_factor=4.0,
+                   optimizer=_adam(1e-2))
+    trainer.bind(ctx)
+    trainer._targets = targets  # fit 2-d points instead of images: same procedure, easy to check
+    trainer._selected = torch.zeros(64, 2)
+
+    state = ctx.generator.get_state()
+    trainer.train_step(0)  # refreshes the pairing first: each target gets one of the 256 pooled inputs
+    pool = torch.randn(256, 2, generator=torch.Generator().manual_seed(0).set_state(state))
+    assert set(map(tuple, trainer._selected.tolist())) <= set(map(tuple, pool.tolist()))
+    mapper = ctx.components["mapper"]
+    losses = []
+    for step in range(1, trainer.total_steps()):
+        losses.append(trainer.train_step(step)["loss"].item())
+    assert losses[-1] < 0.2 * losses[0]
+    with torch.no_grad():
+        mapper.eval()
+        samples = mapper(torch.randn(4096, 2, generator=torch.Generator().manual_seed(9)))
+    # every target has a generated sample close to it: IMLE covers all modes
+    _, dist = nearest_neighbours(targets, samples)
+    assert dist.sqrt().max() < 1.0
+
+
+def test_imle_refresh_uses_exact_nearest_neighbours():
+    ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8]), "prior": Gaussian(dim=3)}, n=40)
+    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=1, batch_size=8, sample_factor=3.0,
+                   optimizer=_adam(1e-3))
+    trainer.bind(ctx)
+    trainer._targets = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    state = ctx.generator.get_state()
+    trainer._refresh()
+    pool = torch.randn(120, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+    mapper = ctx.components["mapper"].eval()
+    with torch.no_grad():
+        expected = pool[torch.cdist(trainer._targets.double(), mapper(pool).double()).argmin(1)]
+    torch.testing.assert_close(trainer._selected, expected)
+
+
+@pytest.mark.parametrize("trainer_cls", [Autoencoding, IMLE, Adversarial])
+def test_trainers_are_registered(trainer_cls):
+    from genframe.registry import create_registry
+
+    assert create_registry().get("trainer", trainer_cls.type_name) is trainer_cls
