@@ -32,8 +32,8 @@ def train(spec_url: str | None = None, *, overrides: Iterable[str] = (), out: st
     return run(system, out=out, device=device, resume=resume, registry=registry)
 
 
-def sample(run_url: str, n: int, *, seed: int = 0, device: str | None = None,
+def sample(run_url: str, n: int, *, seed: int = 0, label: int | None = None, device: str | None = None,
            registry: Registry | None = None) -> tuple[torch.Tensor, str]:
     """(uint8 images (n, C, H, W), spec name) drawn from a finished run's sampler chain."""
     system, dev = load_trained(run_url, device=device, registry=registry)
-    return sample_images(system, dev, n, seed), system.name
+    return sample_images(system, dev, n, seed, label), system.name

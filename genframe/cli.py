@@ -91,7 +91,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     from .api import sample
 
-    images, name = sample(args.run, args.n, seed=args.seed, device=args.device)
+    images, name = sample(args.run, args.n, seed=args.seed, label=args.label, device=args.device)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=images.numpy(), spec=np.array(name))
     try:
@@ -136,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("run", help="run folder")
     sample.add_argument("--n", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--label", type=int, help="class of the images (class-conditional generators)")
     sample.add_argument("--out", required=True, help="output .npz (key 'images': uint8 N x C x H x W)")
     sample.add_argument("--device")
     sample.set_defaults(func=_cmd_sample)

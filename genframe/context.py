@@ -24,7 +24,8 @@ class BuildContext:
     device: torch.device
     seed: int = 0
     images: torch.Tensor | None = None  # uint8 (N, C, H, W) on ``device``
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # int64 (N,) on ``device``, for class-conditional models
+    num_classes: int | None = None  # classes in the labels (recorded, so sampling needs no data)
 
 
 class EpochBatches:

@@ -84,7 +84,8 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
         if images.shape[-1] != images.shape[-2]:
             raise GenframeError(f"data: images are {images.shape[-2]}x{images.shape[-1]}; genframe trains on "
                                 "square images (set image_size)")
-        shape = {"num_examples": images.shape[0], "channels": images.shape[1], "image_size": images.shape[2]}
+        shape = {"num_examples": images.shape[0], "channels": images.shape[1], "image_size": images.shape[2],
+                 "num_classes": int(labels.max()) + 1 if labels is not None and labels.numel() else None}
         images = images.to(device)
         labels = labels.to(device) if labels is not None else None
     elif data_shape is not None:
@@ -126,24 +127,40 @@ def _check_image_shape(system: System, ctx: BuildContext) -> None:
 
 
 class Sampler:
-    """The spec's sampler chain as a function: noise -> [mappers] -> generator -> images in [-1, 1]."""
+    """The spec's sampler chain as a function: noise -> [mappers] -> generator -> images in [-1, 1].
+
+    A class-conditional generator (one with ``num_classes`` set) also receives labels: the given
+    ones, or labels drawn uniformly with the same random generator as the noise.
+    """
 
     def __init__(self, system: System, device: torch.device):
         self.chain = [system.components[n] for n in system.sampler]
         self.device = device
 
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.chain[-1], "num_classes", None)
+
     @torch.no_grad()
-    def __call__(self, n: int, generator: torch.Generator | None = None, batch_size: int = 1000) -> torch.Tensor:
+    def __call__(self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+                 batch_size: int = 1000) -> torch.Tensor:
         modules = [m for m in self.chain[1:] if isinstance(m, torch.nn.Module)]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
+        if self.num_classes and labels is None:
+            labels = torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
         try:
             out = []
             for start in range(0, n, batch_size):
-                x = self.chain[0].sample(min(batch_size, n - start), device=self.device, generator=generator)
-                for module in self.chain[1:]:
+                count = min(batch_size, n - start)
+                x = self.chain[0].sample(count, device=self.device, generator=generator)
+                for module in self.chain[1:-1]:
                     x = module(x)
+                if self.num_classes:
+                    x = self.chain[-1](x, labels[start:start + count].to(self.device))
+                else:
+                    x = self.chain[-1](x)
                 out.append(x)
             return torch.cat(out)
         finally:
@@ -196,7 +213,8 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
     if not resume:
         storage.write_spec(the_run.spec)
         storage.write_json("run.json", {
-            "data_shape": {k: getattr(the_run.build_ctx, k) for k in ("num_examples", "channels", "image_size")},
+            "data_shape": {k: getattr(the_run.build_ctx, k)
+                           for k in ("num_examples", "channels", "image_size", "num_classes")},
             "genframe": __import__("genframe").__version__, "torch": torch.__version__,
             "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
         })
@@ -379,8 +397,19 @@ def load_trained(run_url: str, *, device: str | None = None, registry: Registry 
     return system, dev
 
 
-def sample_images(system: System, device: torch.device, n: int, seed: int) -> torch.Tensor:
-    """``n`` uint8 images from the sampler chain; the same seed gives the same images."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return to_uint8(Sampler(system, device)(n, generator)).cpu()
+def sample_images(system: System, device: torch.device, n: int, seed: int, label: int | None = None) -> torch.Tensor:
+    """``n`` uint8 images from the sampler chain; the same seed gives the same images.
 
+    ``label`` asks a class-conditional generator for images of one class.
+    """
+    sampler = Sampler(system, device)
+    labels = None
+    if label is not None:
+        if not sampler.num_classes:
+            raise GenframeError(f"{system.source}: --label needs a class-conditional generator; "
+                                f"{system.sampler[-1]!r} is unconditional")
+        if not 0 <= label < sampler.num_classes:
+            raise GenframeError(f"--label {label}: the generator knows classes 0..{sampler.num_classes - 1}")
+        labels = torch.full((n,), label, dtype=torch.int64, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return to_uint8(sampler(n, generator, labels)).cpu()

@@ -144,9 +144,13 @@ class Encoder(ModuleComponent):
 
 @_role("generator")
 class Generator(ModuleComponent):
-    """Maps latent vectors to images in [-1, 1]."""
+    """Maps latent vectors to images in [-1, 1].
+
+    A class-conditional generator sets ``num_classes`` and takes ``forward(z, labels)``.
+    """
 
     latent_dim: int  # size of the latent vector it takes
+    num_classes: int | None = None  # set by class-conditional generators
 
     @abc.abstractmethod
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -155,7 +159,12 @@ class Generator(ModuleComponent):
 
 @_role("critic")
 class Critic(ModuleComponent):
-    """Scores images: one real number per image (a discriminator, or a Wasserstein critic)."""
+    """Scores images: one real number per image (a discriminator, or a Wasserstein critic).
+
+    A class-conditional critic sets ``num_classes`` and takes ``forward(x, labels)``.
+    """
+
+    num_classes: int | None = None  # set by class-conditional critics
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,17 @@
 """Optimisers (Adam, RMSProp) with learning-rate schedules, and the helper that builds both for a trainer.
 
 Each optimiser carries a ``schedule`` component: a multiplier of its learning rate as a function of
-the (fractional) epoch and of the training progress in [0, 1]. Trainers call
-:func:`build_optimizer` with a function that maps a step number to (epoch, progress) and step the
-returned ``LambdaLR`` after every optimiser step, so the schedule needs no knowledge of the data.
+the (fractional) epoch and of the training progress in [0, 1]. Trainers build them through
+``genframe.training.Optimisers``, which steps the schedules and saves them for resume.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 
 from genframe import Optimizer, Schedule, component, hookimpl, param
 
@@ -123,23 +121,6 @@ class RMSProp(Optimizer):
         params = _materialise(params)
         return torch.optim.RMSprop(params, lr=self.lr, alpha=self.alpha, eps=self.eps,
                                    weight_decay=self.weight_decay, **_device_options(torch.optim.RMSprop, params))
-
-
-def build_optimizer(optimizer: Optimizer, params: Any,
-                    epoch_progress: Callable[[int], tuple[float, float]]) -> tuple[torch.optim.Optimizer, LambdaLR]:
-    """The torch optimiser of ``optimizer`` for ``params`` and a ``LambdaLR`` applying its schedule.
-
-    ``epoch_progress(step)`` gives the (fractional) epoch and the progress in [0, 1] at a step
-    number; the scheduler starts at step 0 and advances one step per ``scheduler.step()``, which
-    the trainer calls after every optimiser step. Optimisers without a ``schedule`` field (from
-    other packages) get a constant learning rate.
-    """
-    schedule = getattr(optimizer, "schedule", None) or Constant()
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"{type(optimizer).__name__}.schedule is {schedule!r}, not a schedule component: "
-                        "build the spec, or pass one such as Constant()")
-    torch_optimizer = optimizer.build(params)
-    return torch_optimizer, LambdaLR(torch_optimizer, lambda step: schedule.factor(*epoch_progress(step)))
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from genframe.roles import ROLES
 def test_builtins_arrive_through_the_entry_point_group():
     registry = create_registry()
     info = registry.components["trainer"]["adversarial"]
-    assert info.distribution == "genframe" and info.plugin == "trainers"
+    assert info.distribution == "genframe" and info.plugin == "adversarial"
     expected = {
         "dataset": {"mnist", "digits"}, "prior": {"gaussian"}, "generator": {"dcgan_generator"},
         "critic": {"dcgan_critic"}, "encoder": {"latent_codes"}, "latent_mapper": {"mlp_mapper"},
@@ -73,7 +73,7 @@ def test_a_name_taken_twice_keeps_the_first_and_says_so(tmp_path, monkeypatch, c
 
 
 def test_load_plugins_switch_limits_what_loads(monkeypatch):
-    monkeypatch.setenv("GENFRAME_LOAD_PLUGINS", "trainers,priors")
+    monkeypatch.setenv("GENFRAME_LOAD_PLUGINS", "adversarial,priors")
     registry = create_registry()
     assert set(registry.components) == {"trainer", "prior"}
     monkeypatch.setenv("GENFRAME_LOAD_PLUGINS", "")

@@ -5,7 +5,8 @@ from genframe import SpecError
 from genframe.build import instantiate
 from genframe.registry import create_registry
 from genframe_plugins import optim
-from genframe_plugins.optim import Adam, Constant, Linear, RMSProp, Step, build_optimizer
+from genframe.training import build_optimizer
+from genframe_plugins.optim import Adam, Constant, Linear, RMSProp, Step
 
 
 def two_parameter_sets():

@@ -19,7 +19,9 @@ from genframe_plugins.mappers import MLPMapper
 from genframe_plugins.networks import DCGANCritic, DCGANGenerator
 from genframe_plugins.optim import Adam, Constant
 from genframe_plugins.priors import Gaussian
-from genframe_plugins.trainers import IMLE, Adversarial, Autoencoding
+from genframe_plugins.adversarial import Adversarial
+from genframe_plugins.autoencoding import Autoencoding
+from genframe_plugins.imle import IMLE
 
 CPU = torch.device("cpu")
 

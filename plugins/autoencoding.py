@@ -1,0 +1,77 @@
+"""Autoencoding: fit an encoder and a generator by reconstruction (GLO, AE; VAE and WAE add a latent term)."""
+
+from __future__ import annotations
+
+import torch
+
+from genframe import Encoder, Generator, Optimizer, ReconstructionLoss, Trainer, component, hookimpl, param, ref
+from genframe.context import StageContext
+from genframe.training import Optimisers
+from genframe_plugins._defaults import adam_defaults
+
+
+@component("trainer", "autoencoding")
+class Autoencoding(Trainer):
+    """Fit an encoder and a generator so that generator(encoder(x)) reconstructs x (GLO, AE)."""
+
+    encoder: str = ref("encoder", "encoder", help="the encoder (a per-image code table for GLO)")
+    generator: str = ref("generator", "generator")
+    loss: ReconstructionLoss = param(factory=lambda: {"type": "l2"}, help="reconstruction loss")
+    epochs: int = param(25, ge=1)
+    batch_size: int = param(128, ge=1)
+    optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999)), help="generator optimiser")
+    encoder_optimizer: Optimizer | None = param(
+        factory=adam_defaults(1e-2, (0.5, 0.999)), help="encoder/code optimiser (null: same settings as optimizer)")
+    preview_count: int = param(32, ge=0, help="training images reconstructed at each evaluation")
+
+    def bind(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        self._encoder = ctx.component(self.encoder, Encoder)
+        self._generator = ctx.component(self.generator, Generator)
+        self._batches = ctx.batches(self.batch_size)
+        self._optimisers = Optimisers()
+        self._optimisers.add("generator", self.optimizer, self._generator.parameters(), self._batches,
+                            self.total_steps())
+        self._optimisers.add("encoder", self.encoder_optimizer or self.optimizer, self._encoder.parameters(),
+                            self._batches, self.total_steps())
+
+    def total_steps(self) -> int:
+        return self.epochs * self._batches.steps_per_epoch
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        indices = self._batches.indices(step)
+        images = self._ctx.batch(indices)
+        codes = self._encoder.encode(images, indices)
+        loss = self.loss(self._generator(codes), images)
+        self._optimisers.zero_grad()
+        loss.backward()
+        self._optimisers.step()
+        self._optimisers.step_schedules()
+        self._encoder.after_update()
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def previews(self) -> dict[str, torch.Tensor]:
+        n = min(self.preview_count, self._ctx.build.num_examples)
+        if n == 0:
+            return {}
+        indices = torch.arange(n, device=self._ctx.device)
+        images = self._ctx.batch(indices)
+        self._generator.eval()
+        try:
+            recon = self._generator(self._encoder.encode(images, indices))
+        finally:
+            self._generator.train()
+        # originals and their reconstructions side by side
+        return {"reconstructions": torch.stack([images, recon], 1).reshape(-1, *images.shape[1:])}
+
+    def state_dict(self) -> dict:
+        return {"optimisers": self._optimisers.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._optimisers.load_state_dict(state["optimisers"])
+
+
+@hookimpl
+def genframe_components():
+    return [Autoencoding]

@@ -1,0 +1,92 @@
+"""IMLE: fit a map from noise to targets by nearest neighbours (image-space IMLE, GLANN's latent mapper)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from genframe import Encoder, Optimizer, Prior, Trainer, component, hookimpl, param, ref
+from genframe.context import StageContext
+from genframe.neighbours import nearest_neighbours
+from genframe.training import Optimisers
+from genframe_plugins._defaults import adam_defaults
+
+
+@component("trainer", "imle")
+class IMLE(Trainer):
+    """Implicit maximum likelihood (Li & Malik 2018): pull each target's nearest generated sample onto it.
+
+    Every ``staleness`` epochs, ``sample_factor`` x N noise vectors are drawn and mapped; each target
+    (a training image, or a learned code for GLANN) is paired with the exact nearest mapped sample,
+    and the model then regresses those pairs. Unlike a GAN, every target is covered by some sample,
+    so there is no mode dropping.
+    """
+
+    model: str = ref(("latent_mapper", "generator"), "mapper",
+                     help="what is fitted: a latent mapper (GLANN) or a generator (image-space IMLE)")
+    prior: str = ref("prior", "prior", help="where the model's input noise comes from")
+    targets: str = ref("encoder", "codes", also=("data",),
+                       help="'data' for the training images, or an encoder whose codes of the data are fitted")
+    epochs: int = param(50, ge=1)
+    batch_size: int = param(128, ge=1)
+    sample_factor: float = param(2.0, gt=0, help="noise samples drawn per target at each refresh")
+    staleness: int = param(1, ge=1, help="epochs between refreshes of the nearest-neighbour pairing")
+    noise: float = param(0.0, ge=0, help="std of Gaussian noise added to the selected inputs at each step")
+    optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999), weight_decay=1e-5))
+
+    def bind(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        self._model = ctx.components[self.model]
+        self._prior = ctx.component(self.prior, Prior)
+        if self.targets == "data":
+            self._targets = ctx.batch(torch.arange(ctx.build.num_examples, device=ctx.device))
+        else:
+            self._targets = ctx.component(self.targets, Encoder).encode_all(ctx.images).detach()
+        self._batches = ctx.batches(self.batch_size)
+        self._selected = torch.zeros(self._targets.shape[0], self._prior.dim, device=ctx.device)
+        self._optimisers = Optimisers()
+        self._optimisers.add("model", self.optimizer, self._model.parameters(), self._batches, self.total_steps())
+
+    def total_steps(self) -> int:
+        return self.epochs * self._batches.steps_per_epoch
+
+    @torch.no_grad()
+    def _refresh(self) -> None:
+        """Re-draw the noise pool and pair every target with its nearest mapped sample."""
+        count = max(1, int(round(self.sample_factor * self._targets.shape[0])))
+        pool = self._prior.sample(count, device=self._ctx.device, generator=self._ctx.generator)
+        self._model.eval()
+        try:
+            mapped = torch.cat([self._model(chunk) for chunk in pool.split(4096)])
+        finally:
+            self._model.train()
+        nearest, _ = nearest_neighbours(self._targets.flatten(1), mapped.flatten(1))
+        self._selected = pool[nearest]
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, position = divmod(step, self._batches.steps_per_epoch)
+        if position == 0 and epoch % self.staleness == 0:
+            self._refresh()
+        indices = self._batches.indices(step)
+        inputs = self._selected[indices]
+        if self.noise > 0:
+            inputs = inputs + self.noise * torch.randn(inputs.shape, device=inputs.device,
+                                                       generator=self._ctx.generator)
+        loss = F.mse_loss(self._model(inputs), self._targets[indices])
+        self._optimisers.zero_grad()
+        loss.backward()
+        self._optimisers.step()
+        self._optimisers.step_schedules()
+        return {"loss": loss.detach()}
+
+    def state_dict(self) -> dict:
+        return {"optimisers": self._optimisers.state_dict(), "selected": self._selected}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._optimisers.load_state_dict(state["optimisers"])
+        self._selected = state["selected"].to(self._ctx.device)
+
+
+@hookimpl
+def genframe_components():
+    return [IMLE]
