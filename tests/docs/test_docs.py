@@ -43,8 +43,8 @@ def test_plugin_guide_shows_the_shipped_package():
     guide = DOCS / "plugins.md"
     python, = _blocks(guide, "python")
     toml, = _blocks(guide, "toml")
-    package = REPO / "examples" / "genframe-hinge"
-    assert python.strip() == (package / "genframe_hinge" / "__init__.py").read_text().strip()
+    package = REPO / "examples" / "genframe-charbonnier"
+    assert python.strip() == (package / "genframe_charbonnier" / "__init__.py").read_text().strip()
     assert toml.strip() == (package / "pyproject.toml").read_text().strip()
 
 
