@@ -33,7 +33,7 @@ def train(spec_url: str | None = None, *, overrides: Iterable[str] = (), out: st
 
 
 def sample(run_url: str, n: int, *, seed: int = 0, label: int | None = None, device: str | None = None,
-           registry: Registry | None = None) -> tuple[torch.Tensor, str]:
-    """(uint8 images (n, C, H, W), spec name) drawn from a finished run's sampler chain."""
-    system, dev = load_trained(run_url, device=device, registry=registry)
+           checkpoint: str = "last", registry: Registry | None = None) -> tuple[torch.Tensor, str]:
+    """(uint8 images (n, C, H, W), spec name) drawn from a run's sampler chain (``last`` or ``best`` weights)."""
+    system, dev = load_trained(run_url, device=device, registry=registry, checkpoint=checkpoint)
     return sample_images(system, dev, n, seed, label), system.name

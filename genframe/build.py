@@ -13,8 +13,10 @@ from .registry import Registry, get_registry
 from .roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
 
 #: Top-level settings and their defaults (the schema declares the same defaults for editors).
-DEFAULTS = {"seed": 0, "device": "auto", "log_every": 50, "checkpoint_every": 1000}
+DEFAULTS = {"seed": 0, "device": "auto", "log_every": 50, "checkpoint_every": 1000, "keep_checkpoints": 3,
+            "best_checkpoint": None}
 EVALUATION_DEFAULTS = {"every": None, "n_samples": 64}
+NONFINITE_DEFAULTS = {"action": "stop", "lr_factor": 0.5, "retries": 3}
 
 
 @attrs.define
@@ -47,6 +49,9 @@ class System:
     evaluation: Evaluation
     log_every: int
     checkpoint_every: int
+    keep_checkpoints: int
+    best_checkpoint: dict | None
+    nonfinite: dict
 
     def resolved_spec(self) -> dict:
         """The spec with every default written out: what the run folder records."""
@@ -59,6 +64,8 @@ class System:
             "evaluation": {"every": self.evaluation.every, "n_samples": self.evaluation.n_samples,
                            "metrics": [m.config() for m in self.evaluation.metrics]},
             "log_every": self.log_every, "checkpoint_every": self.checkpoint_every,
+            "keep_checkpoints": self.keep_checkpoints, "best_checkpoint": self.best_checkpoint,
+            "nonfinite": dict(self.nonfinite),
         }
 
 
@@ -185,6 +192,8 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
     metrics = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
                for i, m in enumerate(ev.get("metrics", []))]
     settings = {k: spec.get(k, v) for k, v in DEFAULTS.items()}
+    if settings["best_checkpoint"] is not None:
+        settings["best_checkpoint"] = {"mode": "min", **settings["best_checkpoint"]}
     return System(source=source, name=spec["name"], data=data, components=components, stages=stages,
                   sampler=list(spec["sampler"]), evaluation=Evaluation(ev["every"], ev["n_samples"], metrics),
-                  **settings)
+                  nonfinite={**NONFINITE_DEFAULTS, **spec.get("nonfinite", {})}, **settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -185,6 +186,7 @@ class Run:
         self.resumed = resumed
         self.started = time.time()
         self.build_ctx: BuildContext | None = None
+        self.lr_scale = 1.0  # learning-rate multiplier of the running stage (lowered by rollbacks)
 
     @property
     def name(self) -> str:
@@ -221,7 +223,7 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
     hook = registry.hook
     hook.genframe_run_started(run=the_run)
     try:
-        _run_stages(the_run, checkpoint)
+        _run_with_recovery(the_run, checkpoint)
     except KeyboardInterrupt:
         hook.genframe_run_finished(run=the_run, status="interrupted", error=None)
         raise GenframeError(f"interrupted; continue with: genframe run --resume {storage.url}") from None
@@ -230,6 +232,33 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         raise
     hook.genframe_run_finished(run=the_run, status="completed", error=None)
     return the_run
+
+
+class _NonFinite(Exception):
+    """A loss became NaN or infinite; handled by the spec's ``nonfinite`` policy."""
+
+
+def _run_with_recovery(the_run: Run, checkpoint: dict | None) -> None:
+    """Run the stages; on a non-finite loss stop, or roll back to the last checkpoint with lower rates."""
+    policy = the_run.system.nonfinite
+    rollbacks, lr_scale = 0, None
+    while True:
+        try:
+            _run_stages(the_run, checkpoint, lr_scale)
+            return
+        except _NonFinite as exc:
+            if policy["action"] != "rollback":
+                raise GenframeError(f"{exc}; lower the learning rate, check the data scaling, or set "
+                                    "nonfinite: {action: rollback}") from None
+            if rollbacks >= policy["retries"]:
+                raise GenframeError(f"{exc}; still non-finite after {rollbacks} rollbacks") from None
+            checkpoint = the_run.storage.load_checkpoint()
+            if checkpoint is None:
+                raise GenframeError(f"{exc}; no checkpoint to roll back to yet") from None
+            rollbacks += 1
+            lr_scale = policy["lr_factor"] ** rollbacks
+            print(f"genframe: warning: {exc}; rolling back to stage {checkpoint['stage']} step "
+                  f"{checkpoint['step']} with learning rates x{lr_scale:g}", file=sys.stderr)
 
 
 def _check_same_spec(system: System, storage: RunStorage) -> None:
@@ -249,7 +278,9 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [path or "(top level)"]
 
 
-def _run_stages(the_run: Run, checkpoint: dict | None) -> None:
+def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = None) -> None:
+    """Run the stages from ``checkpoint`` (or the start). ``lr_scale`` (after a rollback) is the
+    learning-rate multiplier the resumed stage must run with; None keeps the checkpoint's."""
     system = the_run.system
     start_stage, start_step = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
     if checkpoint:
@@ -266,14 +297,19 @@ def _run_stages(the_run: Run, checkpoint: dict | None) -> None:
         if resuming_here and start_step == 0:
             set_rng_state(checkpoint["rng"])  # stage boundary: state as the previous stage left it
         stage.trainer.bind(ctx)
-        step = 0
+        step, the_run.lr_scale = 0, 1.0
         if resuming_here and start_step > 0:
             step = start_step
             stage.trainer.load_state_dict(checkpoint["trainer"])
             generator.set_state(checkpoint["generator"])
             set_rng_state(checkpoint["rng"])
-        _run_stage(the_run, stage, ctx, step)
-        _save_checkpoint(the_run, stage.index + 1, 0, None, None)
+            the_run.lr_scale = checkpoint.get("lr_scale", 1.0)
+        if resuming_here and lr_scale is not None and lr_scale != the_run.lr_scale:
+            stage.trainer.scale_learning_rates(lr_scale / the_run.lr_scale)
+            the_run.lr_scale = lr_scale
+        best = _run_stage(the_run, stage, ctx, step)
+        the_run.lr_scale = 1.0
+        _save_checkpoint(the_run, stage.index + 1, 0, best=best)
 
 
 def _trim_log(the_run: Run, stage: int, step: int) -> None:
@@ -291,21 +327,23 @@ def _restore_components(system: System, checkpoint: dict) -> None:
             comp.load_state_dict(checkpoint["components"][name])
 
 
-def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer_state: dict | None,
-                     generator: torch.Generator | None) -> None:
+def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
+                     generator: torch.Generator | None = None, best: dict | None = None) -> None:
+    """Checkpoint the components, RNG states and (mid-stage) the trainer and its random generator."""
     payload = {
-        "stage": stage_index, "step": step, "spec_name": the_run.system.name,
+        "stage": stage_index, "step": step, "spec_name": the_run.system.name, "lr_scale": the_run.lr_scale,
         "components": {n: c.state_dict() for n, c in the_run.system.components.items()
                        if isinstance(c, ModuleComponent)},
         "rng": rng_state(),
     }
-    if trainer_state is not None and generator is not None:
-        payload["trainer"] = trainer_state
+    if trainer is not None and generator is not None:
+        payload["trainer"] = trainer.state_dict()
         payload["generator"] = generator.get_state()
-    the_run.storage.save_checkpoint(payload)
+    the_run.storage.save_checkpoint(payload, keep=the_run.system.keep_checkpoints, best=best)
 
 
-def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> None:
+def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | None:
+    """Train one stage from ``start``; returns the best-metric mark for its final checkpoint, if any."""
     system, hook = the_run.system, the_run.registry.hook
     trainer = stage.trainer
     total = trainer.total_steps()
@@ -315,7 +353,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> None:
     count = 0
     every_eval = system.evaluation.every
     for step in range(start, total):
-        losses = trainer.train_step(step)
+        losses = _guarded_step(trainer, step, stage)
         for key, value in losses.items():
             sums[key] = sums[key] + value.detach() if key in sums else value.detach().float().clone()
         count += 1
@@ -330,20 +368,42 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> None:
                                  "time": round(time.time() - the_run.started, 3), **means})
             hook.genframe_step_end(run=the_run, stage=stage.name, step=done, total_steps=total, losses=means)
             sums, count = {}, 0
-        if checkpoint_due:
-            _save_checkpoint(the_run, stage.index, done, trainer.state_dict(), ctx.generator)
+        best = None
         if done < total and every_eval and done % every_eval == 0:
-            evaluate(the_run, stage, done)
-    evaluate(the_run, stage, total)
+            best = _best_mark(the_run, evaluate(the_run, stage, done))
+        if checkpoint_due or best is not None:
+            _save_checkpoint(the_run, stage.index, done, trainer, ctx.generator, best=best)
+    best = _best_mark(the_run, evaluate(the_run, stage, total))
     hook.genframe_stage_finished(run=the_run, stage=stage.name, index=stage.index)
+    return best
+
+
+def _guarded_step(trainer, step: int, stage) -> dict[str, torch.Tensor]:
+    try:
+        return trainer.train_step(step)
+    except torch.cuda.OutOfMemoryError:
+        batch = getattr(trainer, "batch_size", None)
+        setting = f"stages[{stage.index}].trainer.batch_size" + (f" (now {batch})" if batch else "")
+        raise GenframeError(f"stage {stage.name!r}, step {step + 1}: out of GPU memory; lower {setting}, "
+                            "or free the GPU of other processes") from None
+
+
+def _best_mark(the_run: Run, results: dict[str, float]) -> dict | None:
+    """``{"metric", "value"}`` when ``results`` improve on the best checkpoint so far, else None."""
+    rule = the_run.system.best_checkpoint
+    if rule is None or rule["metric"] not in results:
+        return None
+    value = results[rule["metric"]]
+    previous = the_run.storage.best_value()
+    better = previous is None or (value < previous if rule["mode"] == "min" else value > previous)
+    return {"metric": rule["metric"], "value": value} if better and math.isfinite(value) else None
 
 
 def _check_finite(means: dict[str, float], stage: str, step: int) -> None:
     bad = [k for k, v in means.items() if not math.isfinite(v)]
     if bad:
-        raise GenframeError(f"stage {stage!r}, step {step}: non-finite loss {', '.join(bad)} "
-                            f"({', '.join(f'{k}={means[k]}' for k in bad)}); lower the learning rate or "
-                            "check the data scaling")
+        raise _NonFinite(f"stage {stage!r}, step {step}: non-finite loss {', '.join(bad)} "
+                         f"({', '.join(f'{k}={means[k]}' for k in bad)})")
 
 
 def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
@@ -375,9 +435,9 @@ def _write_grid(storage: RunStorage, rel: str, images: torch.Tensor) -> str:
 # --------------------------------------------------------------------------- sampling a finished run
 
 
-def load_trained(run_url: str, *, device: str | None = None, registry: Registry | None = None
-                 ) -> tuple[System, torch.device]:
-    """Rebuild a run's system from its folder and load its latest weights (no data needed)."""
+def load_trained(run_url: str, *, device: str | None = None, registry: Registry | None = None,
+                 checkpoint: str = "last") -> tuple[System, torch.device]:
+    """Rebuild a run's system from its folder and load its weights (``last`` or ``best``; no data needed)."""
     from .build import build
     from .spec import validate
 
@@ -389,11 +449,11 @@ def load_trained(run_url: str, *, device: str | None = None, registry: Registry 
     system = build(spec, source, registry)
     dev = resolve_device(device or ("cpu" if system.device == "auto" and not torch.cuda.is_available()
                                     else system.device))
-    checkpoint = storage.load_checkpoint()
-    if checkpoint is None:
+    state = storage.load_checkpoint(checkpoint)
+    if state is None:
         raise GenframeError(f"{run_url}: no checkpoint yet; nothing to sample from")
     prepare(system, dev, load_data=False, data_shape=storage.read_json("run.json")["data_shape"])
-    _restore_components(system, checkpoint)
+    _restore_components(system, state)
     return system, dev
 
 

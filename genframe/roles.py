@@ -274,6 +274,22 @@ class Trainer(Component):
         """Images worth looking at during this stage (e.g. reconstructions), in [-1, 1]."""
         return {}
 
+    def scale_learning_rates(self, factor: float) -> None:
+        """Multiply every learning rate, schedules included (recovery from a non-finite loss).
+
+        Trainers that keep their optimisers in ``genframe.training.Optimisers`` attributes get
+        this for free; others override it.
+        """
+        from .errors import GenframeError
+        from .training import Optimisers
+
+        groups = [value for value in vars(self).values() if isinstance(value, Optimisers)]
+        if not groups:
+            raise GenframeError(f"trainer {self.type_name!r} cannot lower its learning rates; "
+                                "use nonfinite: {action: stop}")
+        for optimisers in groups:
+            optimisers.scale(factor)
+
 
 # --------------------------------------------------------------------------- evaluation
 

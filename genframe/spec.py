@@ -120,6 +120,26 @@ def build_schema(registry: Registry | None = None) -> dict:
             "log_every": {"type": "integer", "minimum": 1, "default": 50},
             "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1000,
                                  "description": "Steps between checkpoints (also at the end of each stage)."},
+            "keep_checkpoints": {"type": "integer", "minimum": 1, "default": 3,
+                                 "description": "Newest checkpoints kept (the best one is kept as well)."},
+            "best_checkpoint": {
+                "type": ["object", "null"], "default": None, "additionalProperties": False,
+                "required": ["metric"],
+                "properties": {"metric": {"type": "string", "description": "a value reported by an evaluation"},
+                               "mode": {"enum": ["min", "max"], "default": "min"}},
+                "description": "Keep the checkpoint with the best value of this evaluation metric.",
+            },
+            "nonfinite": {
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "action": {"enum": ["stop", "rollback"], "default": "stop",
+                               "description": "stop with a message, or return to the last checkpoint"},
+                    "lr_factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5,
+                                  "description": "learning rates are multiplied by this at each rollback"},
+                    "retries": {"type": "integer", "minimum": 1, "default": 3},
+                },
+                "description": "What to do when a loss becomes NaN or infinite.",
+            },
         },
         "$defs": defs,
     }

@@ -5,14 +5,22 @@ Layout::
     spec.yaml            the resolved spec (every default written out)
     run.json             data shape and provenance, so a run can be sampled without its data
     metrics.jsonl        one JSON object per logging interval / evaluation
-    checkpoints/last.pt  everything needed to resume; replaced atomically
+    checkpoints/         <stage>-<step>.pt files (immutable) and index.json, the commit point
     images/<stage>/...   sample grids and previews as PNG
+
+A checkpoint file is written first and never changed; only then is ``index.json`` (its size and
+SHA-256) replaced. Readers trust the index alone, so a crash at any moment leaves either the old
+or the new index, each naming complete files; that holds on stores without an atomic rename too,
+since one object PUT is atomic. A file whose size or hash disagrees with the index (a truncated
+copy, a flipped bit) is skipped with a warning and the previous checkpoint is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import sys
 import uuid
 from typing import Any
 
@@ -23,7 +31,7 @@ import yaml
 from .errors import GenframeError
 
 CHECKPOINT_FORMAT = 1
-LAST_CHECKPOINT = "checkpoints/last.pt"
+CHECKPOINT_INDEX = "checkpoints/index.json"
 
 
 class RunStorage:
@@ -94,8 +102,11 @@ class RunStorage:
     def append_line(self, rel: str, line: str) -> None:
         """Append to a log; stores without append are rewritten atomically instead."""
         data = (line.rstrip("\n") + "\n").encode("utf-8")
+        target = self.path(rel)
         try:
-            with self.fs.open(self.path(rel), "ab") as fh:
+            if not self.fs.exists(target):
+                self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(target, "ab") as fh:
                 fh.write(data)
         except (NotImplementedError, ValueError):
             old = self.read_bytes(rel) if self.exists(rel) else b""
@@ -125,22 +136,86 @@ class RunStorage:
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def save_checkpoint(self, payload: dict[str, Any], rel: str = LAST_CHECKPOINT) -> None:
+    def _read_index(self) -> dict:
+        if not self.exists(CHECKPOINT_INDEX):
+            return {"format": CHECKPOINT_FORMAT, "checkpoints": [], "best": None}
+        try:
+            return self.read_json(CHECKPOINT_INDEX)
+        except (ValueError, OSError) as exc:
+            raise GenframeError(f"{self.url}/{CHECKPOINT_INDEX}: unreadable checkpoint index ({exc})") from None
+
+    def best_value(self) -> float | None:
+        """The metric value of the best checkpoint so far, if one is marked."""
+        best = self._read_index().get("best")
+        return None if not best else best["value"]
+
+    def checkpoints(self) -> list[dict]:
+        """Index entries, oldest first: file, stage, step, size, sha256."""
+        return list(self._read_index()["checkpoints"])
+
+    def save_checkpoint(self, payload: dict[str, Any], *, keep: int = 3, best: dict | None = None) -> str:
+        """Write a checkpoint of (``payload['stage']``, ``payload['step']``), then commit it in the index.
+
+        Keeps the ``keep`` newest; ``best`` (``{"metric": name, "value": v}``) marks this one as the
+        best so far, which is kept as well whatever its age.
+        """
         buffer = io.BytesIO()
         torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
-        self.write_bytes(rel, buffer.getvalue())
+        data = buffer.getvalue()
+        rel = f"checkpoints/{payload['stage']:02d}-{payload['step']:09d}.pt"
+        self.write_bytes(rel, data)
+        entry = {"file": rel, "stage": payload["stage"], "step": payload["step"], "size": len(data),
+                 "sha256": hashlib.sha256(data).hexdigest()}
+        index = self._read_index()
+        entries = [e for e in index["checkpoints"] if e["file"] != rel] + [entry]
+        if best is not None:
+            index["best"] = {**entry, **best}
+        protected = {index["best"]["file"]} if index.get("best") else set()
+        kept = entries[-max(1, keep):]
+        kept = [e for e in entries if e in kept or e["file"] in protected]
+        index["checkpoints"] = kept
+        self.write_json(CHECKPOINT_INDEX, index)
+        for stale in entries:
+            if stale not in kept:
+                try:
+                    self.fs.rm(self.path(stale["file"]))
+                except OSError:  # already gone: the index no longer names it, which is what matters
+                    pass
+        return rel
 
-    def load_checkpoint(self, rel: str = LAST_CHECKPOINT) -> dict[str, Any] | None:
-        """The checkpoint, or None when the run has none yet. Only tensors and plain data load."""
-        if not self.exists(rel):
-            return None
-        raw = self.read_bytes(rel)
+    def load_checkpoint(self, which: str = "last") -> dict[str, Any] | None:
+        """The newest intact checkpoint (or the ``best`` one), None when the run has none yet.
+
+        Only tensors and plain data load (``weights_only``): a checkpoint cannot run code.
+        """
+        index = self._read_index()
+        if which == "best":
+            if not index.get("best"):
+                raise GenframeError(f"{self.url}: no best checkpoint recorded (set best_checkpoint in the spec)")
+            candidates = [index["best"]]
+        else:
+            candidates = list(reversed(index["checkpoints"]))
+        for entry in candidates:
+            payload, problem = self._verified(entry)
+            if payload is not None:
+                return payload
+            fallback = "an older one" if entry is not candidates[-1] else "none is left"
+            print(f"genframe: warning: {self.url}/{entry['file']}: {problem}; using {fallback}", file=sys.stderr)
+        if candidates:
+            raise GenframeError(f"{self.url}: every checkpoint is damaged; the run cannot be resumed")
+        return None
+
+    def _verified(self, entry: dict) -> tuple[dict | None, str]:
         try:
-            payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+            data = self.read_bytes(entry["file"])
+        except (OSError, FileNotFoundError):
+            return None, "missing"
+        if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            return None, f"damaged ({len(data)} bytes, expected {entry['size']}, or a different SHA-256)"
+        try:
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise GenframeError(f"{self.url}/{rel}: unreadable checkpoint ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+            return None, f"unreadable ({type(exc).__name__})"
         if payload.get("format") != CHECKPOINT_FORMAT:
-            raise GenframeError(f"{self.url}/{rel}: checkpoint format {payload.get('format')!r}, "
-                                f"this genframe reads format {CHECKPOINT_FORMAT}")
-        return payload
+            return None, f"format {payload.get('format')!r}, this genframe reads format {CHECKPOINT_FORMAT}"
+        return payload, ""

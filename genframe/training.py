@@ -66,6 +66,13 @@ class Optimisers:
         for _, scheduler in self._pairs.values():
             scheduler.step()
 
+    def scale(self, factor: float) -> None:
+        """Multiply every learning rate now and in every later step of the schedules."""
+        for opt, scheduler in self._pairs.values():
+            scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+            for group in opt.param_groups:
+                group["lr"] *= factor
+
     def state_dict(self) -> dict:
         return {k: {"optimizer": o.state_dict(), "scheduler": s.state_dict()} for k, (o, s) in self._pairs.items()}
 

@@ -14,7 +14,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     from ..api import sample
 
-    images, name = sample(args.run, args.n, seed=args.seed, label=args.label, device=args.device)
+    images, name = sample(args.run, args.n, seed=args.seed, label=args.label, device=args.device,
+                          checkpoint=args.checkpoint)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=images.numpy(), spec=np.array(name))
     try:
@@ -34,4 +35,6 @@ def register(sub) -> None:
     sample.add_argument("--label", type=int, help="class of the images (class-conditional generators)")
     sample.add_argument("--out", required=True, help="output .npz (key 'images': uint8 N x C x H x W)")
     sample.add_argument("--device")
+    sample.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                        help="the newest weights, or the best by the spec's best_checkpoint metric")
     sample.set_defaults(func=_cmd_sample)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from genframe import GenframeError, ReconstructionLoss, component, hookimpl
+from genframe import GenframeError, ReconstructionLoss, component, hookimpl, param
 from genframe.api import load_system, sample, train
 from genframe.engine import run
 from genframe.registry import create_registry
@@ -97,7 +97,7 @@ def test_run_folder_may_be_any_fsspec_url(tiny_spec, write_spec):
     url = "memory://genframe-tests/run"
     train(write_spec(tiny_spec), out=url)
     storage = RunStorage.open(url)
-    assert storage.exists("checkpoints/last.pt")
+    assert storage.checkpoints()[-1]["file"] == "checkpoints/02-000000000.pt"
     assert storage.exists("images/mapper/samples-0000008.png")
     images, name = sample(url, 5, seed=1)
     assert name == "tiny" and images.shape == (5, 1, 8, 8) and images.dtype == torch.uint8
@@ -156,3 +156,86 @@ def test_generator_that_cannot_make_the_data_images_is_refused(tiny_spec, write_
     with pytest.raises(GenframeError, match=r"components.generator: produces images of shape \(3, 8, 8\) "
                                             r"\(C, H, W\) but the data are \(1, 8, 8\)"):
         train(write_spec(tiny_spec), out=str(tmp_path / "run"))
+
+
+def _registry_with(*classes):
+    class Plugin:
+        @hookimpl
+        def genframe_components(self):
+            return list(classes)
+    return create_registry([Plugin()])
+
+
+@component("reconstruction_loss", "nan_once_test")
+class NanOnce(ReconstructionLoss):
+    """NaN at exactly one call (test only): a transient divergence a rollback can get past."""
+
+    at_call: int = 7
+
+    def __call__(self, reconstruction, target):
+        self.at_call -= 1
+        loss = (reconstruction - target).abs().flatten(1).sum(1).mean()
+        return loss * float("nan") if self.at_call == 0 else loss
+
+
+def test_rollback_returns_to_the_last_checkpoint_with_lower_learning_rates(tiny_spec, write_spec, tmp_path, capsys):
+    registry = _registry_with(NanOnce)
+    tiny_spec["stages"][0]["trainer"]["loss"] = {"type": "nan_once_test"}
+    tiny_spec["nonfinite"] = {"action": "rollback", "lr_factor": 0.5}
+    system = load_system(write_spec(tiny_spec), registry=registry)
+    finished = run(system, out=str(tmp_path / "run"), registry=registry)
+    assert "rolling back to stage 0 step 4 with learning rates x0.5" in capsys.readouterr().err
+    trainer = system.stages[0].trainer
+    assert [o.param_groups[0]["lr"] for o in trainer._optimisers] == pytest.approx([0.5e-3, 0.5e-2])
+    log = RunStorage.open(finished.url).read_log()
+    assert [r["step"] for r in log if r["stage"] == "glo"] == [2, 4, 6, 8, 10, 12]  # replayed steps logged once
+    assert all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_rollback_gives_up_after_its_retries(tiny_spec, write_spec, tmp_path):
+    @component("reconstruction_loss", "always_nan_test")
+    class AlwaysNan(ReconstructionLoss):
+        """NaN from the fifth call on (test only)."""
+
+        calls: int = 0
+
+        def __call__(self, reconstruction, target):
+            self.calls += 1
+            loss = (reconstruction - target).abs().sum()
+            return loss * float("nan") if self.calls > 4 else loss
+
+    registry = _registry_with(AlwaysNan)
+    tiny_spec["stages"][0]["trainer"]["loss"] = {"type": "always_nan_test"}
+    tiny_spec["nonfinite"] = {"action": "rollback", "retries": 2}
+    system = load_system(write_spec(tiny_spec), registry=registry)
+    with pytest.raises(GenframeError, match=r"non-finite loss loss \(loss=nan\); still non-finite after 2 rollbacks"):
+        run(system, out=str(tmp_path / "run"), registry=registry)
+
+
+def test_best_checkpoint_by_an_evaluation_metric(tiny_spec, write_spec, tmp_path):
+    from genframe import Metric
+
+    @component("metric", "scripted_test")
+    class Scripted(Metric):
+        """Returns scripted values, one per evaluation (test only)."""
+
+        values: list[float] = param(factory=lambda: [5.0, 2.0, 4.0, 3.0, 9.0])
+
+        def compute(self, sample, real_images, device):
+            return {"score": self.values.pop(0)}
+
+    registry = _registry_with(Scripted)
+    tiny_spec["stages"][1]["sample"] = True
+    tiny_spec["stages"][0]["sample"] = True
+    tiny_spec["evaluation"] = {"every": 4, "n_samples": 4, "metrics": [{"type": "scripted_test"}]}
+    tiny_spec["best_checkpoint"] = {"metric": "score", "mode": "min"}
+    tiny_spec["keep_checkpoints"] = 1
+    system = load_system(write_spec(tiny_spec), registry=registry)
+    finished = run(system, out=str(tmp_path / "run"), registry=registry)
+    storage = RunStorage.open(finished.url)
+    # evaluations: glo 4, 8, 12 (end), mapper 4, 8 (end) -> scores 5, 2, 4, 3, 9: best is glo step 8
+    assert storage.best_value() == 2.0
+    assert (storage.load_checkpoint("best")["stage"], storage.load_checkpoint("best")["step"]) == (0, 8)
+    assert [(e["stage"], e["step"]) for e in storage.checkpoints()] == [(0, 8), (2, 0)]
+    images, _ = sample(finished.url, 2, seed=0, checkpoint="best", registry=registry)
+    assert images.shape == (2, 1, 8, 8)
