@@ -47,6 +47,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def hardware(device: torch.device) -> dict:
+    """What the run ran on, for the run folder and the report."""
+    import os
+    import platform
+
+    info = {"device": str(device), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -98,6 +111,8 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
         comp.setup(ctx)
         if isinstance(comp, ModuleComponent):
             comp.to(device)
+    for stage in system.stages:
+        stage.trainer.prepare_components(system.components)  # before any checkpoint is loaded
     _check_sampler_dims(system)
     _check_image_shape(system, ctx)
     return ctx
@@ -187,6 +202,7 @@ class Run:
         self.started = time.time()
         self.build_ctx: BuildContext | None = None
         self.lr_scale = 1.0  # learning-rate multiplier of the running stage (lowered by rollbacks)
+        self.resume_point: tuple[int, int] | None = None  # (stage, step) of the checkpoint resumed from
 
     @property
     def name(self) -> str:
@@ -211,6 +227,8 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         checkpoint = None
     seed_everything(system.seed)
     the_run = Run(system, storage, dev, registry, resumed=checkpoint is not None)
+    if checkpoint is not None:
+        the_run.resume_point = (checkpoint["stage"], checkpoint["step"])
     the_run.build_ctx = prepare(system, dev)
     if not resume:
         storage.write_spec(the_run.spec)
@@ -219,6 +237,7 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
                            for k in ("num_examples", "channels", "image_size", "num_classes")},
             "genframe": __import__("genframe").__version__, "torch": torch.__version__,
             "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
+            "hardware": hardware(dev),
         })
     hook = registry.hook
     hook.genframe_run_started(run=the_run)

@@ -1,0 +1,13 @@
+"""Loss curves as a PNG in the run folder when a run ends (finished, failed or interrupted)."""
+
+from __future__ import annotations
+
+from genframe import hookimpl
+from genframe.report import loss_curves_png
+
+
+@hookimpl
+def genframe_run_finished(run, status, error):
+    png = loss_curves_png(run.storage.read_log())
+    if png is not None:
+        run.storage.write_bytes("curves.png", png)
