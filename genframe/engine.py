@@ -26,6 +26,7 @@ from .roles import Generator, ModuleComponent, Prior
 from .storage import RunStorage
 
 FIXED_NOISE_SEED = 1234  # sample grids use the same noise at every evaluation, so progress is comparable
+INTERPOLATION_ROWS, INTERPOLATION_STEPS = 6, 10  # the interpolation strips written at each evaluation
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,28 +161,45 @@ class Sampler:
     @torch.no_grad()
     def __call__(self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
                  batch_size: int = 1000) -> torch.Tensor:
+        if self.num_classes and labels is None:
+            labels = torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
+        out = []
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            noise = self.chain[0].sample(count, device=self.device, generator=generator)
+            out.append(self.decode(noise, None if labels is None else labels[start:start + count]))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images for given prior samples (e.g. points on a line between two of them), in eval mode."""
         modules = [m for m in self.chain[1:] if isinstance(m, torch.nn.Module)]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
-        if self.num_classes and labels is None:
-            labels = torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
         try:
-            out = []
-            for start in range(0, n, batch_size):
-                count = min(batch_size, n - start)
-                x = self.chain[0].sample(count, device=self.device, generator=generator)
-                for module in self.chain[1:-1]:
-                    x = module(x)
-                if self.num_classes:
-                    x = self.chain[-1](x, labels[start:start + count].to(self.device))
-                else:
-                    x = self.chain[-1](x)
-                out.append(x)
-            return torch.cat(out)
+            x = noise
+            for module in self.chain[1:-1]:
+                x = module(x)
+            if self.num_classes:
+                if labels is None:
+                    raise GenframeError("a class-conditional generator needs labels")
+                return self.chain[-1](x, labels.to(self.device))
+            return self.chain[-1](x)
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
+
+    def interpolation(self, rows: int, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``rows`` lines of ``steps`` images between pairs of prior samples (row-major)."""
+        ends = self.chain[0].sample(2 * rows, device=self.device, generator=generator)
+        t = torch.linspace(0.0, 1.0, steps, device=self.device).view(1, steps, 1)
+        noise = (ends[:rows, None] * (1 - t) + ends[rows:, None] * t).reshape(rows * steps, -1)
+        labels = None
+        if self.num_classes:
+            labels = torch.randint(self.num_classes, (rows,), device=self.device, generator=generator)
+            labels = labels.repeat_interleave(steps)
+        return self.decode(noise, labels)
 
 
 def default_run_url(name: str) -> str:
@@ -437,6 +455,9 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
         generator = torch.Generator(device=the_run.device).manual_seed(FIXED_NOISE_SEED)
         written["samples"] = _write_grid(storage, f"images/{stage.name}/samples-{step:07d}.png",
                                          sampler(system.evaluation.n_samples, generator))
+        written["interpolation"] = _write_grid(storage, f"images/{stage.name}/interpolation-{step:07d}.png",
+                                               sampler.interpolation(INTERPOLATION_ROWS, INTERPOLATION_STEPS,
+                                                                     generator), nrow=INTERPOLATION_STEPS)
         for metric in system.evaluation.metrics:
             results.update(metric.compute(sampler, the_run.build_ctx.images, the_run.device))
     if results:
@@ -446,8 +467,8 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
     return results
 
 
-def _write_grid(storage: RunStorage, rel: str, images: torch.Tensor) -> str:
-    storage.write_bytes(rel, png_bytes(grid(to_uint8(images))))
+def _write_grid(storage: RunStorage, rel: str, images: torch.Tensor, nrow: int | None = None) -> str:
+    storage.write_bytes(rel, png_bytes(grid(to_uint8(images), nrow=nrow)))
     return rel
 
 

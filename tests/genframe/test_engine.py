@@ -239,3 +239,17 @@ def test_best_checkpoint_by_an_evaluation_metric(tiny_spec, write_spec, tmp_path
     assert [(e["stage"], e["step"]) for e in storage.checkpoints()] == [(0, 8), (2, 0)]
     images, _ = sample(finished.url, 2, seed=0, checkpoint="best", registry=registry)
     assert images.shape == (2, 1, 8, 8)
+
+
+def test_interpolation_strips_run_between_two_prior_samples(tiny_spec, write_spec, tmp_path):
+    from genframe.engine import Sampler
+
+    finished = train(write_spec(tiny_spec), out=str(tmp_path / "run"))
+    assert (tmp_path / "run" / "images" / "mapper" / "interpolation-0000008.png").exists()
+    sampler = Sampler(finished.system, finished.device)
+    strip = sampler.interpolation(3, 5, torch.Generator().manual_seed(0))
+    ends = finished.system.components["noise"].sample(6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(strip.view(3, 5, 1, 8, 8)[:, 0], sampler.decode(ends[:3]))
+    torch.testing.assert_close(strip.view(3, 5, 1, 8, 8)[:, -1], sampler.decode(ends[3:]))
+    middle = sampler.decode(0.5 * (ends[:3] + ends[3:]))
+    torch.testing.assert_close(strip.view(3, 5, 1, 8, 8)[:, 2], middle)
