@@ -1,11 +1,12 @@
-"""Data sets: IDX parsing against files written here, the real MNIST test split, and scikit-learn's digits."""
+"""Array-format data sets: IDX (MNIST, Fashion-MNIST) and CIFAR-10 batches written here, the real MNIST
+test split, and scikit-learn's digits."""
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import uuid
-from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -14,16 +15,11 @@ import torch
 
 from genframe import GenframeError
 from genframe.registry import create_registry
-from genframe_plugins.data import IMAGES_MAGIC, LABELS_MAGIC, MNIST, Digits, parse_idx, take_subset
+from genframe.spec import load_spec
+from genframe_plugins.data import (CIFAR10, IMAGES_MAGIC, LABELS_MAGIC, MNIST, Digits, FashionMNIST,
+                                   parse_cifar_batch, parse_idx, take_subset)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def shared_mnist() -> Path | None:
-    """The real MNIST files: under $GENFRAME_DATA/mnist, else ../shared/datasets/mnist beside the repo."""
-    base = os.environ.get("GENFRAME_DATA")
-    folder = Path(base) / "mnist" if base else REPO_ROOT.parent / "shared" / "datasets" / "mnist"
-    return folder if (folder / "t10k-images-idx3-ubyte.gz").exists() else None
+from ..conftest import SPECS
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -175,9 +171,8 @@ def test_image_and_label_counts_must_agree(tmp_path):
         MNIST(root=str(tmp_path), image_size=2).load()
 
 
-@pytest.mark.skipif(shared_mnist() is None, reason="MNIST files not found (set GENFRAME_DATA)")
-def test_real_mnist_test_split():
-    x, y = MNIST(root=str(shared_mnist())).load()  # only the test split is present: auto picks it
+def test_real_mnist_test_split(mnist_root):
+    x, y = MNIST(root=str(mnist_root)).load()  # only the test split is present: auto picks it
     assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.uint8
     assert y.shape == (10000,) and y[0].item() == 7 and y[:5].tolist() == [7, 2, 1, 0, 4]
     assert torch.bincount(y).tolist()[:2] == [980, 1135]
@@ -185,10 +180,9 @@ def test_real_mnist_test_split():
     assert x[:, :, 0, :].max().item() == 0  # MNIST digits are centred: the top row is blank
 
 
-@pytest.mark.skipif(shared_mnist() is None, reason="MNIST files not found (set GENFRAME_DATA)")
-def test_real_mnist_padded_subset():
-    full, labels = MNIST(root=str(shared_mnist())).load()
-    x, y = MNIST(root=str(shared_mnist()), image_size=32, resize="pad", limit=100).load()
+def test_real_mnist_padded_subset(mnist_root):
+    full, labels = MNIST(root=str(mnist_root)).load()
+    x, y = MNIST(root=str(mnist_root), image_size=32, resize="pad", limit=100).load()
     keep = torch.randperm(10000, generator=torch.Generator().manual_seed(0))[:100].sort().values
     assert x.shape == (100, 1, 32, 32)
     assert torch.equal(x[:, :, 2:30, 2:30], full[keep]) and torch.equal(y, labels[keep])
@@ -218,5 +212,211 @@ def test_digits_resized_and_limited():
 def test_registry_lists_datasets():
     registry = create_registry()
     assert registry.get("dataset", "mnist") is MNIST
+    assert registry.get("dataset", "fashion_mnist") is FashionMNIST
+    assert registry.get("dataset", "cifar10") is CIFAR10
     assert registry.get("dataset", "digits") is Digits
-    assert {"mnist", "digits"} <= set(registry.names("dataset"))
+    assert {"celeba", "image_folder", "tensor_file"} <= set(registry.names("dataset"))
+
+
+def test_download_failure_is_one_line(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(GenframeError, match=r"^mnist: download into '.*' failed: OSError: network is unreachable$"):
+        MNIST(root=str(tmp_path), download=True).load()
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision"])
+def test_fashion_mnist_shares_the_idx_reader_and_has_its_own_layout(tmp_path, local_fs, layout):
+    images, labels = fake_split(4, seed=11)
+    folder = tmp_path / "FashionMNIST" / "raw" if layout == "torchvision" else tmp_path
+    write_split(local_fs, str(folder), "train", images, labels, gz=True)
+
+    x, y = FashionMNIST(root=str(tmp_path), image_size=32, resize="pad").load()
+    assert x.shape == (4, 1, 32, 32)
+    assert np.array_equal(x[:, 0, 2:30, 2:30].numpy(), images) and y.tolist() == labels.tolist()
+
+
+def test_fashion_mnist_does_not_take_mnist_files(tmp_path, local_fs):
+    write_split(local_fs, str(tmp_path / "MNIST" / "raw"), "test", *fake_split(2, seed=12), gz=False)
+    with pytest.raises(GenframeError) as info:
+        FashionMNIST(root=str(tmp_path)).load()
+    assert str(info.value).startswith(f"fashion_mnist: no train or test files under root '{tmp_path}'")
+    assert "FashionMNIST/raw folder" in str(info.value)
+
+
+def test_fashion_mnist_downloads_through_torchvision(tmp_path, monkeypatch, local_fs):
+    import torchvision.datasets
+
+    images, labels = fake_split(3, seed=13)
+    calls = []
+
+    class FakeTorchvision:  # stands in for the network: writes what torchvision would
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            write_split(local_fs, f"{root}/FashionMNIST/raw", "train" if train else "test", images, labels, gz=False)
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeTorchvision)
+    x, y = FashionMNIST(root=str(tmp_path), download=True).load()
+    assert calls == [(str(tmp_path), True, True)]
+    assert np.array_equal(x[:, 0].numpy(), images) and y.tolist() == labels.tolist()
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def cifar_batch(n: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n).tolist()
+
+
+def cifar_bytes(data: np.ndarray, labels: list[int], *, python2: bool = True) -> bytes:
+    """A batch as the official files hold it: a protocol-2 pickle naming numpy.core (Python 2's numpy)."""
+    if not python2:
+        return pickle.dumps({b"batch_label": b"testing", b"labels": labels, b"data": data}, protocol=4)
+    raw = pickle.dumps({"batch_label": "training batch", "labels": labels, "data": data,
+                        "filenames": [f"img_{i}.png" for i in range(len(labels))]}, protocol=2)
+    return raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def write_cifar(folder, split: str, batches: list[tuple[np.ndarray, list[int]]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    for name, (data, labels) in zip(names, batches):
+        (folder / name).write_bytes(cifar_bytes(data, labels))
+
+
+def fake_cifar(root, n_per_batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    batches = [cifar_batch(n_per_batch, seed=20 + i) for i in range(5)]
+    write_cifar(root / "cifar-10-batches-py", "train", batches)
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def test_cifar_batches_read_planes_in_rgb_order(tmp_path):
+    data, labels = fake_cifar(tmp_path)
+    x, y = CIFAR10(root=str(tmp_path)).load()
+    assert x.shape == (20, 3, 32, 32) and x.dtype == torch.uint8
+    assert y.dtype == torch.int64 and y.tolist() == labels.tolist()
+    # row layout: 1024 red values, 1024 green, 1024 blue, each plane row-major
+    assert x[7, 1, 3, 5].item() == data[7, 1024 + 3 * 32 + 5]
+    assert np.array_equal(x.reshape(20, -1).numpy(), data)
+
+
+def test_cifar_flat_layout_test_split_and_auto(tmp_path):
+    test = [cifar_batch(3, seed=30)]
+    write_cifar(tmp_path, "test", test)
+    x, y = CIFAR10(root=str(tmp_path)).load()  # auto: no training batches, so the test split
+    assert np.array_equal(x.reshape(3, -1).numpy(), test[0][0]) and y.tolist() == test[0][1]
+    fake_cifar(tmp_path)
+    assert CIFAR10(root=str(tmp_path)).load()[0].shape[0] == 20
+    assert CIFAR10(root=str(tmp_path), split="test").load()[0].shape[0] == 3
+
+
+def test_cifar_reads_python3_pickles_with_bytes_keys_from_memory():
+    fs = fsspec.filesystem("memory")
+    root = f"/genframe-cifar-{uuid.uuid4().hex}"
+    data, labels = cifar_batch(2, seed=31)
+    fs.pipe(f"{root}/test_batch", cifar_bytes(data, labels, python2=False))
+    try:
+        x, y = CIFAR10(root=f"memory://{root}", split="test").load()
+    finally:
+        fs.rm(root, recursive=True)
+    assert np.array_equal(x.reshape(2, -1).numpy(), data) and y.tolist() == labels
+
+
+def test_cifar_subset_and_resize(tmp_path):
+    fake_cifar(tmp_path, n_per_batch=10)
+    full, labels = CIFAR10(root=str(tmp_path)).load()
+    x, y = CIFAR10(root=str(tmp_path), limit=7, subset_seed=3, image_size=16).load()
+    keep = torch.randperm(50, generator=torch.Generator().manual_seed(3))[:7].sort().values
+    assert x.shape == (7, 3, 16, 16) and torch.equal(y, labels[keep])
+    # antialiased 2x shrinking averages 2x2 blocks: each image's mean is kept within a grey level
+    assert torch.allclose(x.float().mean((1, 2, 3)), full[keep].float().mean((1, 2, 3)), atol=1.0)
+
+
+def test_cifar_refuses_pickles_that_would_run_code(tmp_path):
+    marker = tmp_path / "still-here"
+    marker.write_text("")
+
+    class Payload:
+        def __reduce__(self):
+            return os.remove, (str(marker),)
+
+    raw = pickle.dumps({"data": Payload(), "labels": []}, protocol=2)
+    with pytest.raises(GenframeError, match=r"^batch: not a CIFAR-10 batch: it references (posix|nt|os)\.remove, "
+                                            r"which is never unpickled$"):
+        parse_cifar_batch(raw, "batch")
+    assert marker.exists()
+
+
+def test_cifar_content_errors():
+    data, labels = cifar_batch(2, seed=32)
+    with pytest.raises(GenframeError, match=r"^b: not a CIFAR-10 batch: expected a dict with 'data' "
+                                            r"\(N x 3072 uint8\) and N 'labels'$"):
+        parse_cifar_batch(cifar_bytes(data[:, :100], labels), "b")
+    with pytest.raises(GenframeError, match="expected a dict"):
+        parse_cifar_batch(cifar_bytes(data, labels[:1]), "b")
+    with pytest.raises(GenframeError, match="labels must be integers 0..9"):
+        parse_cifar_batch(cifar_bytes(data, [3, 10]), "b")
+    with pytest.raises(GenframeError, match="^b: not a CIFAR-10 batch: "):
+        parse_cifar_batch(b"not a pickle", "b")
+
+
+def test_cifar_missing_and_incomplete_files(tmp_path):
+    with pytest.raises(GenframeError) as info:
+        CIFAR10(root=str(tmp_path)).load()
+    assert str(info.value) == (f"cifar10: no train or test files under root '{tmp_path}': looked for "
+                               "data_batch_1..5, test_batch in the root and in its cifar-10-batches-py folder; "
+                               "set `download: true` to fetch them")
+    write_cifar(tmp_path, "train", [cifar_batch(2, seed=i) for i in range(4)])  # data_batch_5 missing
+    with pytest.raises(GenframeError, match="no train files under root .* looked for data_batch_1..5 in"):
+        CIFAR10(root=str(tmp_path), split="train").load()
+
+
+def test_cifar_download_uses_torchvision_archive_and_parses_safely(tmp_path, monkeypatch):
+    import torchvision.datasets.utils
+
+    calls = []
+
+    def fake_download(url, root, filename, md5):  # what the archive extracts to
+        calls.append((url, filename, md5))
+        fake_cifar(tmp_path)
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", fake_download)
+    x, _ = CIFAR10(root=str(tmp_path), download=True).load()
+    assert x.shape == (20, 3, 32, 32)
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+                      "c58f30108f718f92721af3b95e74349a")]
+    with pytest.raises(GenframeError, match="cifar10: download: only a local root can be downloaded to"):
+        CIFAR10(root=f"memory://genframe-empty-{uuid.uuid4().hex}", download=True).load()
+
+
+# --------------------------------------------------------------------------- every shipped spec, any benchmark
+
+
+@pytest.mark.parametrize("spec", ["quickstart.yaml", "glann.yaml", "wgan_gp.yaml"])
+@pytest.mark.parametrize("data_type", ["mnist", "fashion_mnist", "cifar10", "celeba", "image_folder"])
+def test_shipped_specs_take_any_data_set_in_one_override(spec, data_type):
+    overrides = [f"data.type={data_type}"]
+    if spec == "quickstart.yaml":  # digits has no root; every other data set reads one
+        overrides.append("data.root=data/x")
+    data = load_spec(str(SPECS / spec), overrides)
+    assert data["data"]["type"] == data_type
+
+
+def test_wgan_gp_spec_trains_on_cifar10(tmp_path):
+    from genframe.api import sample, train
+
+    fake_cifar(tmp_path / "cifar", n_per_batch=4)
+    finished = train(str(SPECS / "wgan_gp.yaml"), out=str(tmp_path / "run"), device="cpu", overrides=[
+        "data.type=cifar10", f"data.root={tmp_path / 'cifar'}", "data.image_size=32",
+        "components.generator.width=8", "components.critic.width=8", "stages.0.trainer.steps=2",
+        "stages.0.trainer.n_critic=1", "stages.0.trainer.batch_size=8", "evaluation.n_samples=4"])
+    images, _ = sample(finished.url, 2, seed=0)
+    assert images.shape == (2, 3, 32, 32)
