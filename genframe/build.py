@@ -163,6 +163,16 @@ def _check_sampler(sampler: list[str], components: dict[str, Component], source:
                             "(chain: prior, latent mappers..., generator)", source=source, path=f"sampler[{i}]")
 
 
+def _check_combination(trainer: Trainer, path: str, components: dict[str, Component], source: str) -> None:
+    """The trainer's own check of how its components fit together, with this spec file named."""
+    try:
+        trainer.check(components, path)
+    except SpecError as exc:
+        if exc.source is not None:
+            raise
+        raise SpecError(exc.detail, source=source, path=exc.path) from None
+
+
 def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) -> System:
     """Instantiate every component of a validated spec and check references between them."""
     registry = registry or get_registry()
@@ -188,6 +198,8 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
     for name, comp in components.items():
         _check_refs(comp, f"components.{name}", components, source)
     _check_sampler(spec["sampler"], components, source)
+    for stage in stages:
+        _check_combination(stage.trainer, f"stages[{stage.index}].trainer", components, source)
     ev = {**EVALUATION_DEFAULTS, **spec.get("evaluation", {})}
     metrics = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
                for i, m in enumerate(ev.get("metrics", []))]

@@ -20,6 +20,7 @@ import torch
 from .build import System
 from .context import BuildContext, StageContext
 from .errors import GenframeError
+from .evaluation import compute_metrics
 from .images import grid, png_bytes, to_uint8
 from .registry import Registry, get_registry
 from .roles import Generator, ModuleComponent, Prior
@@ -450,6 +451,7 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
     for name, images in stage.trainer.previews().items():
         written[name] = _write_grid(storage, f"images/{stage.name}/{name}-{step:07d}.png", images)
     results: dict[str, float] = {}
+    protocols: dict[str, dict] = {}
     if stage.sample:
         sampler = Sampler(system, the_run.device)
         generator = torch.Generator(device=the_run.device).manual_seed(FIXED_NOISE_SEED)
@@ -458,10 +460,10 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
         written["interpolation"] = _write_grid(storage, f"images/{stage.name}/interpolation-{step:07d}.png",
                                                sampler.interpolation(INTERPOLATION_ROWS, INTERPOLATION_STEPS,
                                                                      generator), nrow=INTERPOLATION_STEPS)
-        for metric in system.evaluation.metrics:
-            results.update(metric.compute(sampler, the_run.build_ctx.images, the_run.device))
+        results, protocols = compute_metrics(system.evaluation.metrics, sampler, the_run.build_ctx.images,
+                                             the_run.device)
     if results:
-        storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results})
+        storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results, "protocol": protocols})
     the_run.registry.hook.genframe_evaluated(run=the_run, stage=stage.name, step=step, results=results,
                                              images=written)
     return results

@@ -132,7 +132,8 @@ def build_report(run_url: str) -> str:
         _img(curves, "loss curves", "curves") if curves else "",
     ]
     if evaluations:
-        keys = sorted({k for r in evaluations for k in r} - {"stage", "step", "event"})
+        keys = sorted({k for r in evaluations for k, v in r.items() if not isinstance(v, (dict, list))}
+                      - {"stage", "step", "event"})  # nested values (the metrics' protocol) are not columns
         sections += ["<h2>Evaluations</h2>",
                      _table(["stage", "step", *keys], [[r["stage"], r["step"], *[r.get(k, "") for k in keys]]
                                                        for r in evaluations])]

@@ -9,7 +9,7 @@ stores the parameters, ``setup(ctx)`` builds the layers once the data's shape is
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import attrs
 import torch
@@ -119,26 +119,66 @@ class Prior(Component):
         """Draw ``n`` samples on ``device``; ``generator`` (on that device) makes it reproducible."""
 
 
+@attrs.frozen(eq=False)  # tensors: equality is not a boolean
+class Posterior:
+    """An encoder's codes for a batch, with the Gaussian they were drawn from when the encoder has one.
+
+    ``sample`` is what the generator decodes during training; ``mean`` is the deterministic code;
+    ``log_var`` (per dimension) is None for deterministic encoders, whose posterior is a point mass.
+    """
+
+    sample: torch.Tensor
+    mean: torch.Tensor
+    log_var: torch.Tensor | None = None
+
+
 @_role("encoder")
 class Encoder(ModuleComponent):
     """Maps training images (or their indices, for per-image code tables) to latent codes."""
 
+    dim: int  # size of one code (a spec parameter of every encoder)
+    #: False for code tables (GLO): their codes come from the indices alone, so they cannot encode new images.
+    encodes_new_images: ClassVar[bool] = True
+    #: True when ``posterior`` returns a Gaussian (mean and log-variance), as KL divergences need.
+    gaussian_posterior: ClassVar[bool] = False
+
     @abc.abstractmethod
     def encode(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Codes of a batch; ``indices`` are the batch's positions in the data set."""
+
+    def posterior(self, images: torch.Tensor, indices: torch.Tensor, *,
+                  generator: torch.Generator | None = None) -> Posterior:
+        """The codes training decodes; a stochastic encoder draws them with ``generator`` (checkpointed)."""
+        codes = self.encode(images, indices)
+        return Posterior(sample=codes, mean=codes)
+
+    def project(self, codes: torch.Tensor) -> torch.Tensor:
+        """Arbitrary codes mapped onto the set this encoder's codes live on (e.g. GLO's unit sphere).
+
+        Used when codes are searched for outside training (reconstruction, restoration); differentiable.
+        """
+        return codes
 
     def after_update(self) -> None:
         """Called after each optimiser step (projections onto a constraint set go here)."""
 
     @torch.no_grad()
     def encode_all(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """Codes of a whole data set (uint8 images are converted batch by batch)."""
+        """Codes of a whole data set (uint8 images are converted batch by batch).
+
+        In evaluation mode, so that batch normalisation uses (and does not update) its running statistics.
+        """
         from .images import to_float
 
-        chunks = []
-        for start in range(0, images.shape[0], batch_size):
-            idx = torch.arange(start, min(start + batch_size, images.shape[0]), device=images.device)
-            chunks.append(self.encode(to_float(images[idx]), idx))
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = []
+            for start in range(0, images.shape[0], batch_size):
+                idx = torch.arange(start, min(start + batch_size, images.shape[0]), device=images.device)
+                chunks.append(self.encode(to_float(images[idx]), idx))
+        finally:
+            self.train(was_training)
         return torch.cat(chunks)
 
 
@@ -156,6 +196,9 @@ class Generator(ModuleComponent):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         ...
 
+    def after_update(self) -> None:
+        """Called by trainers after each optimiser step of this generator (weight averaging goes here)."""
+
 
 @_role("critic")
 class Critic(ModuleComponent):
@@ -169,6 +212,12 @@ class Critic(ModuleComponent):
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ...
+
+    def batch_coupling(self) -> str | None:
+        """The parameter that makes a score depend on the other images of its batch (batch
+        normalisation), or None. Per-sample gradient penalties are wrong for such critics, so
+        the spec is refused at build time, naming this parameter."""
+        return None
 
 
 @_role("latent_mapper")
@@ -186,8 +235,31 @@ class LatentMapper(ModuleComponent):
 # --------------------------------------------------------------------------- losses
 
 
+class AdversarialTerm(Component):
+    """What divergences and constraints share: they act on a critic, and may keep training state.
+
+    State that is not a spec parameter (BEGAN's k_t) lives behind ``reset``/``state_dict``/
+    ``load_state_dict``; the trainer that owns the term resets it when a stage starts and saves it
+    with its own state, so that a resumed run continues exactly.
+    """
+
+    def check_critic(self, critic: Critic, critic_path: str, path: str) -> None:
+        """Refuse, at build time, a critic this term cannot work with: raise ``SpecError`` naming the
+        field. ``critic_path`` is the critic's spec path (``components.<name>``), ``path`` this
+        term's own. The critic has its parameters but no layers yet."""
+
+    def reset(self, device: torch.device) -> None:
+        """Start fresh training state on ``device`` (a stage starts; a resume then loads the saved one)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
 @_role("divergence")
-class Divergence(Component):
+class Divergence(AdversarialTerm):
     """An adversarial objective: critic and generator losses from the critic's scores."""
 
     @abc.abstractmethod
@@ -198,16 +270,25 @@ class Divergence(Component):
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
         ...
 
+    def update(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Called once per generator update with the last critic step's real scores and the generator
+        step's fake scores (both detached): a divergence with state updates it here (BEGAN's k_t)
+        and returns device tensors worth logging."""
+        return {}
+
 
 @_role("constraint")
-class LipschitzConstraint(Component):
+class LipschitzConstraint(AdversarialTerm):
     """Keeps a critic (approximately) Lipschitz: a penalty, a weight projection, or a reparametrisation."""
 
     def apply(self, critic: Critic) -> None:
-        """Called once before training (e.g. to add spectral normalisation)."""
+        """Called once when the critic's layers exist and before any saved weights are loaded into it,
+        so that a reparametrisation (spectral normalisation) is part of what checkpoints hold."""
 
-    def penalty(self, critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
-        """Extra critic loss term for this batch, or None."""
+    def penalty(self, critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                fake: torch.Tensor) -> torch.Tensor | None:
+        """Extra critic loss term for this batch, or None. ``critic`` scores a batch of images (with
+        the batch's labels bound, for class-conditional critics); real and fake share those labels."""
         return None
 
     def after_critic_step(self, critic: Critic) -> None:
@@ -221,6 +302,30 @@ class ReconstructionLoss(Component):
     @abc.abstractmethod
     def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ...
+
+
+# --------------------------------------------------------------------------- latent divergences
+
+
+@_role("latent_divergence")
+class LatentDivergence(Component):
+    """A term pulling the distribution of an encoder's codes towards a prior (VAE's KL, WAE's MMD).
+
+    The autoencoding trainer adds ``weight`` times its value to the reconstruction loss.
+    """
+
+    weight: float  # multiplier of the term (a spec parameter of every latent divergence)
+
+    def check(self, encoder: Encoder, components: dict[str, Component], path: str) -> None:
+        """Refuse, at build time, an encoder (or referenced components) this term cannot work with:
+        raise ``SpecError`` naming the field. ``path`` is this term's spec path."""
+
+    def bind(self, ctx: StageContext) -> None:
+        """Resolve referenced components; called once per stage."""
+
+    @abc.abstractmethod
+    def __call__(self, posterior: Posterior, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The unweighted divergence of a batch's codes; ``generator`` draws any prior samples it needs."""
 
 
 # --------------------------------------------------------------------------- training
@@ -251,6 +356,15 @@ class Trainer(Component):
     ``train_step`` must not synchronise with the host: it returns device tensors which the engine
     reads only at the logging interval. Everything needed to resume lives in ``state_dict``.
     """
+
+    def check(self, components: dict[str, Component], path: str) -> None:
+        """Refuse combinations of components that cannot work, at build time (before any data is
+        read): raise ``SpecError`` naming the field. ``path`` is this trainer's spec path."""
+
+    def prepare_components(self, components: dict[str, Component]) -> None:
+        """Called once after every named component is set up and before any saved weights are
+        loaded (also when a finished run is loaded for sampling): structural changes to components,
+        such as spectral normalisation, go here so that checkpoints load into that structure."""
 
     @abc.abstractmethod
     def bind(self, ctx: StageContext) -> None:
@@ -301,6 +415,40 @@ class Metric(Component):
     @abc.abstractmethod
     def compute(self, sample: Any, real_images: torch.Tensor, device: torch.device) -> dict[str, float]:
         """``sample(n, generator)`` draws images in [-1, 1]; ``real_images`` are uint8 (N, C, H, W)."""
+
+    def protocol(self) -> dict:
+        """Everything the last ``compute`` depended on besides the model, logged next to its numbers.
+
+        Numbers of different protocols are not comparable; metrics that resolve things at compute
+        time (weights digests, reference data) override this to report them.
+        """
+        return self.config()
+
+
+# --------------------------------------------------------------------------- evaluation features
+# Added with the metrics (issue 5): the network a metric measures images with is a component too,
+# so that a plugin can replace Inception-v3 by, say, a classifier trained on the data's domain.
+
+
+@_role("feature_extractor")
+class FeatureExtractor(Component):
+    """Maps uint8 images to feature vectors (and class logits, if it has a classifier) for metrics."""
+
+    @abc.abstractmethod
+    def prepare(self, device: torch.device) -> None:
+        """Load weights onto ``device``; called before every use, so repeated calls must be cheap."""
+
+    @abc.abstractmethod
+    def extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 (N, C, H, W) images on the prepared device -> ``{"features": (N, D)}``, plus
+        ``"logits": (N, K)`` when the extractor classifies (the Inception Score needs them)."""
+
+    @abc.abstractmethod
+    def protocol(self) -> dict:
+        """What the outputs depend on (weights digest, preprocessing, precision), as plain data.
+
+        Statistics are compared only when these agree, so include everything that changes a feature.
+        """
 
 
 #: Roles whose components are declared by name under ``components:`` and shared between stages.

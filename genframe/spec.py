@@ -273,13 +273,16 @@ def _float_hint(text: str) -> str:
 
 def validate(data: dict, source: str, registry: Registry | None = None) -> None:
     """Raise ``SpecError`` naming the file and field of the first problem found."""
-    schema = build_schema(registry)
-    validator = jsonschema.Draft202012Validator(schema)
+    check_schema(data, jsonschema.Draft202012Validator(build_schema(registry)), source)
+
+
+def check_schema(data: Any, validator: jsonschema.Draft202012Validator, source: str) -> None:
+    """``validate`` with a prepared validator: reused across many specs, or for other documents (sweeps)."""
     errors = list(validator.iter_errors(data))
     if not errors:
         return
     error = _most_specific(errors)
-    path, message = _describe_error(error, schema)
+    path, message = _describe_error(error, validator.schema)
     raise SpecError(message, source=source, path=path)
 
 

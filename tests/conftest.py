@@ -68,3 +68,46 @@ def write_spec(tmp_path):
         path.write_text("# yaml-language-server: $schema=../schemas/spec.schema.json\n" + yaml.safe_dump(spec))
         return str(path)
     return write
+
+
+class SimulatedCrash(Exception):
+    """Raised by an observer to stop a run at a chosen step, as a crash would."""
+
+
+def checkpoint_weights(run_url: str) -> dict:
+    """Every component tensor of a run's newest checkpoint, keyed ``<component>.<parameter>``."""
+    from genframe.storage import RunStorage
+
+    checkpoint = RunStorage.open(run_url).load_checkpoint()
+    return {f"{c}.{k}": v for c, state in checkpoint["components"].items() for k, v in state.items()}
+
+
+def crash_and_resume(spec_path: str, stage: str, step: int, out) -> tuple[str, str]:
+    """Train ``spec_path`` uninterrupted, and again crashing at (``stage``, ``step``) then resuming.
+
+    Returns the two run folders (reference, resumed) and asserts that their final weights are
+    bit-identical; callers add checks of their own (logs, component state).
+    """
+    import torch
+
+    from genframe import hookimpl
+    from genframe.api import load_system, train
+    from genframe.engine import run
+    from genframe.registry import create_registry
+
+    class Crasher:
+        @hookimpl
+        def genframe_step_end(self, run, stage, step, total_steps, losses):
+            if (stage, step) == (crash_stage, crash_step):
+                raise SimulatedCrash(f"simulated crash at {stage} {step}")
+
+    crash_stage, crash_step = stage, step
+    reference = train(spec_path, out=str(out / "reference")).url
+    crashing = create_registry([Crasher()])
+    with pytest.raises(SimulatedCrash):
+        run(load_system(spec_path, registry=crashing), out=str(out / "interrupted"), registry=crashing)
+    resumed = train(resume=str(out / "interrupted")).url
+    expected, got = checkpoint_weights(reference), checkpoint_weights(resumed)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed run differs from uninterrupted run"
+    return reference, resumed

@@ -12,10 +12,7 @@ from genframe.engine import run
 from genframe.registry import create_registry
 from genframe.storage import RunStorage
 
-
-def _weights(run_url: str) -> dict[str, torch.Tensor]:
-    checkpoint = RunStorage.open(run_url).load_checkpoint()
-    return {f"{c}.{k}": v for c, state in checkpoint["components"].items() for k, v in state.items()}
+from ..conftest import checkpoint_weights, crash_and_resume
 
 
 def test_two_stage_run_writes_a_complete_run_folder(tiny_spec, write_spec, tmp_path):
@@ -49,39 +46,16 @@ def test_glo_loss_decreases(tiny_spec, write_spec, tmp_path):
 def test_cpu_runs_are_reproducible(tiny_spec, write_spec, tmp_path):
     a = train(write_spec(tiny_spec), out=str(tmp_path / "a"))
     b = train(write_spec(tiny_spec), out=str(tmp_path / "b"))
-    wa, wb = _weights(a.url), _weights(b.url)
+    wa, wb = checkpoint_weights(a.url), checkpoint_weights(b.url)
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_at(stage: str, step: int):
-    class Crasher:
-        @hookimpl
-        def genframe_step_end(self, run, stage, step, total_steps, losses):
-            if (stage, step) == (crash_stage, crash_step):
-                raise _Crash(f"simulated crash at {stage} {step}")
-    crash_stage, crash_step = stage, step
-    return Crasher()
-
-
 @pytest.mark.parametrize("stage, step", [("glo", 6), ("mapper", 6), ("mapper", 2)])
 def test_resume_after_interruption_gives_the_uninterrupted_result(tiny_spec, write_spec, tmp_path, stage, step):
-    spec_path = write_spec(tiny_spec)
-    reference = train(spec_path, out=str(tmp_path / "reference"))
-
-    crashing = create_registry([_crash_at(stage, step)])
-    system = load_system(spec_path, registry=crashing)
-    with pytest.raises(_Crash):
-        run(system, out=str(tmp_path / "interrupted"), registry=crashing)
-    resumed = train(resume=str(tmp_path / "interrupted"))
-    expected, got = _weights(reference.url), _weights(resumed.url)
-    assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed run differs from uninterrupted run"
-    steps = [(r["stage"], r["step"]) for r in RunStorage.open(resumed.url).read_log()]
-    reference_steps = [(r["stage"], r["step"]) for r in RunStorage.open(reference.url).read_log()]
+    reference, resumed = crash_and_resume(write_spec(tiny_spec), stage, step, tmp_path)
+    steps = [(r["stage"], r["step"]) for r in RunStorage.open(resumed).read_log()]
+    reference_steps = [(r["stage"], r["step"]) for r in RunStorage.open(reference).read_log()]
     assert steps == reference_steps  # replayed steps are logged once
 
 
