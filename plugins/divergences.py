@@ -2,7 +2,8 @@
 
 Scores are raw critic outputs (logits for the logistic objectives), one per image; every loss is
 a mean over the batch, computed in float32 so that half-precision scores do not round the
-softplus terms away. ``hinge`` ships separately, as the example of a third-party plugin package.
+softplus terms away. BEGAN, whose scores are reconstruction energies, lives with its critic in
+``began.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ class Wasserstein(Divergence):
 
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
         return -fake_scores.float().mean()
+
+
+@component("divergence", "hinge")
+class Hinge(Wasserstein):
+    """Hinge loss (Lim & Ye 2017; SN-GAN, Miyato et al. 2018): a margin-based critic, WGAN's generator loss.
+
+    The critic lowers E[max(0, margin - D(real))] + E[max(0, margin + D(fake))]: once an image is
+    scored beyond the margin it stops contributing, so the critic spends its capacity on the images
+    near the boundary instead of inflating scores. The generator raises E[D(fake)] as in WGAN.
+    """
+
+    margin: float = param(1.0, gt=0, help="scores beyond +-margin cost the critic nothing")
+
+    def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.margin - real_scores.float()).mean() + F.relu(self.margin + fake_scores.float()).mean()
 
 
 class _Logistic(Divergence):
@@ -87,4 +103,4 @@ class LeastSquares(Divergence):
 
 @hookimpl
 def genframe_components():
-    return [Wasserstein, NonSaturating, Minimax, LeastSquares]
+    return [Wasserstein, Hinge, NonSaturating, Minimax, LeastSquares]

@@ -6,7 +6,7 @@ import torch
 from genframe.build import instantiate
 from genframe.registry import create_registry
 from genframe_plugins import divergences
-from genframe_plugins.divergences import LeastSquares, Minimax, NonSaturating, Wasserstein
+from genframe_plugins.divergences import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein
 
 REAL = torch.tensor([1.0, -2.0])
 FAKE = torch.tensor([0.5, 3.0])
@@ -20,6 +20,18 @@ def test_wasserstein():
     div = Wasserstein()
     assert div.critic_loss(REAL, FAKE).item() == pytest.approx((0.5 + 3.0) / 2 - (1.0 - 2.0) / 2)  # 2.25
     assert div.generator_loss(FAKE).item() == pytest.approx(-1.75)
+
+
+def test_hinge():
+    # critic: mean(relu(1 - 1), relu(1 + 2)) + mean(relu(1 + 0.5), relu(1 + 3)) = 1.5 + 2.75
+    assert Hinge().critic_loss(REAL, FAKE).item() == pytest.approx(4.25)
+    assert Hinge().generator_loss(FAKE).item() == pytest.approx(-1.75)
+    # margin 0.25: real 1.0 is beyond it (costs 0), real -2 costs 2.25; fakes cost 0.75 and 3.25
+    assert Hinge(margin=0.25).critic_loss(REAL, FAKE).item() == pytest.approx(2.25 / 2 + 4.0 / 2)
+    # scores beyond the margin give the critic no gradient
+    real = torch.tensor([2.0, 0.5], requires_grad=True)
+    Hinge().critic_loss(real, torch.tensor([-3.0])).backward()
+    assert real.grad.tolist() == [0.0, -0.5]
 
 
 def test_nonsaturating():
@@ -65,13 +77,13 @@ def test_least_squares_custom_coding():
 
 def test_half_precision_scores_give_float32_losses():
     real, fake = REAL.to(torch.bfloat16), FAKE.to(torch.bfloat16)
-    for div in (Wasserstein(), NonSaturating(), Minimax(), LeastSquares()):
+    for div in (Wasserstein(), Hinge(), NonSaturating(), Minimax(), LeastSquares()):
         assert div.critic_loss(real, fake).dtype == torch.float32
         assert div.generator_loss(fake).dtype == torch.float32
 
 
 def test_registered_names():
     registry = create_registry([divergences], entry_points=False)
-    assert registry.names("divergence") == ["least_squares", "minimax", "nonsaturating", "wasserstein"]
+    assert registry.names("divergence") == ["hinge", "least_squares", "minimax", "nonsaturating", "wasserstein"]
     built = instantiate("divergence", {"type": "least_squares", "c": 0.5}, "d", "<test>", registry)
     assert isinstance(built, LeastSquares) and (built.a, built.b, built.c) == (0.0, 1.0, 0.5)

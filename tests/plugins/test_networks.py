@@ -10,6 +10,7 @@ from genframe import GenframeError
 from genframe.context import BuildContext
 from genframe.registry import create_registry
 from genframe_plugins.networks import DCGANCritic, DCGANGenerator, dcgan_init, halving_plan, stage_widths
+from genframe_plugins.resnets import DownBlock, ResNetCritic, ResNetGenerator, UpBlock
 
 
 def ctx(channels: int = 1, image_size: int = 32) -> BuildContext:
@@ -174,7 +175,8 @@ def test_setup_rejects_unsupported_data_size():
 
 def test_config_and_bounds():
     assert DCGANGenerator().config() == {"type": "dcgan_generator", "latent_dim": 64, "channels": None,
-                                         "image_size": None, "width": 64, "init": "dcgan", "normalize_input": False}
+                                         "image_size": None, "width": 64, "init": "dcgan", "normalize_input": False,
+                                         "num_classes": None, "embedding_dim": 32}
     with pytest.raises(ValueError, match="width"):
         DCGANCritic(width=0)
 
@@ -196,3 +198,79 @@ def test_normalize_input_makes_only_the_direction_matter():
     plain.load_state_dict(g.state_dict())
     plain.eval()
     torch.testing.assert_close(plain(torch.nn.functional.normalize(z, dim=1)), g(z))
+
+
+# --------------------------------------------------------------------------- SN-GAN's ResNets
+
+
+def test_resnet_generator_parameter_count_by_hand():
+    g = built(ResNetGenerator(latent_dim=3, width=4), image_size=8)  # base 4, one up-sampling block
+    linear = 3 * 64 + 64
+    block = 8 + (4 * 4 * 9 + 4) + 8 + (4 * 4 * 9 + 4) + (4 * 4 + 4)  # BN, conv, BN, conv, 1x1 shortcut
+    out = 8 + (4 * 9 + 1)
+    assert n_params(g) == linear + block + out == 633
+
+
+def test_resnet_critic_parameter_count_by_hand():
+    c = built(ResNetCritic(width=4), image_size=8)  # no halving: first block, then two plain blocks
+    first = (9 * 4 + 4) + (4 * 4 * 9 + 4) + (4 + 4)
+    plain = 2 * (4 * 4 * 9 + 4)  # identity shortcut
+    assert n_params(c) == first + 2 * plain + 4 == 792  # the score has no bias, as in SN-GAN
+
+
+def test_resnets_at_32_px_follow_sngan():
+    g = built(ResNetGenerator(latent_dim=16, width=8), channels=3, image_size=32)
+    assert sum(isinstance(m, UpBlock) for m in g.modules()) == 3  # 4 -> 8 -> 16 -> 32
+    x = g(torch.randn(2, 16))
+    assert x.shape == (2, 3, 32, 32) and x.abs().max().item() <= 1.0
+    c = built(ResNetCritic(width=8), channels=3, image_size=32)
+    blocks = [m for m in c.modules() if isinstance(m, DownBlock)]
+    assert [any(isinstance(layer, nn.AvgPool2d) for layer in b.residual) for b in blocks] == [True, True, False, False]
+    assert c.net[:-1](x).shape == (2, 8, 8, 8)
+    scores = c(x)
+    assert scores.shape == (2,)
+    scores.sum().backward()
+    assert all(p.grad is not None for p in c.parameters())
+
+
+def test_resnet_critic_sums_its_features_over_pixels():
+    c = built(ResNetCritic(width=4), image_size=16)
+    x = torch.randn(3, 1, 16, 16)
+    torch.testing.assert_close(c(x), c.head(c.net(x).sum(dim=(2, 3))).squeeze(1))
+
+
+@pytest.mark.parametrize("norm, kind", [("batch", nn.BatchNorm2d), ("layer", nn.GroupNorm)])
+def test_resnet_critic_normalises_all_but_the_first_block(norm, kind):
+    c = built(ResNetCritic(width=4, norm=norm), image_size=16)
+    blocks = [m for m in c.modules() if isinstance(m, DownBlock)]
+    assert [sum(isinstance(layer, kind) for layer in b.residual) for b in blocks] == [0, 2, 2]
+    assert c.batch_coupling() == ("norm" if norm == "batch" else None)
+    assert DCGANCritic(norm=norm).batch_coupling() == c.batch_coupling()
+
+
+# --------------------------------------------------------------------------- class conditioning
+
+
+@pytest.mark.parametrize("cls", [DCGANGenerator, ResNetGenerator])
+def test_conditional_generators_append_a_label_embedding(cls):
+    g = built(cls(latent_dim=4, width=4, num_classes=3, embedding_dim=2), image_size=8)
+    g.eval()
+    z = torch.randn(1, 4).expand(3, 4)
+    labels = torch.tensor([0, 1, 2])
+    out = g(z, labels)
+    torch.testing.assert_close(out, g.net(torch.cat([z, g.embedding.weight[labels]], 1)))
+    assert not torch.allclose(out[0], out[1])
+    with pytest.raises(GenframeError, match="class-conditional .num_classes: 3. and needs labels"):
+        g(z)
+
+
+@pytest.mark.parametrize("critic", [DCGANCritic(width=4, num_classes=3), ResNetCritic(width=4, num_classes=3)],
+                         ids=["dcgan", "resnet"])
+def test_projection_critics_add_the_class_embeddings_inner_product(critic):
+    c = built(critic, image_size=8)
+    x, labels = torch.randn(4, 1, 8, 8), torch.tensor([2, 0, 1, 2])
+    features = c.net(x) if isinstance(c, DCGANCritic) else c.net(x).sum(dim=(2, 3))
+    expected = c.head(features).squeeze(1) + (c.embedding.weight[labels] * features).sum(1)
+    torch.testing.assert_close(c(x, labels), expected)
+    unconditional = built(type(critic)(width=4), image_size=8)
+    assert unconditional.embedding is None and unconditional(x).shape == (4,)
