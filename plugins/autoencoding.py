@@ -1,10 +1,16 @@
-"""Autoencoding: fit an encoder and a generator by reconstruction (GLO, AE; VAE and WAE add a latent term)."""
+"""Autoencoding: fit an encoder and a generator by reconstruction (GLO, AE; VAE and WAE add a latent term).
+
+The four models differ only in their components: GLO's encoder is a per-image code table, the
+others' a network (Gaussian for the VAE), and the VAE and WAE add a latent divergence (KL, MMD)
+that pulls the codes towards a prior so that the prior can be sampled.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from genframe import Encoder, Generator, Optimizer, ReconstructionLoss, Trainer, component, hookimpl, param, ref
+from genframe import (Component, Encoder, Generator, LatentDivergence, Optimizer, ReconstructionLoss, Trainer,
+                      component, hookimpl, param, ref)
 from genframe.context import StageContext
 from genframe.training import Optimisers
 from genframe_plugins._defaults import adam_defaults
@@ -12,11 +18,16 @@ from genframe_plugins._defaults import adam_defaults
 
 @component("trainer", "autoencoding")
 class Autoencoding(Trainer):
-    """Fit an encoder and a generator so that generator(encoder(x)) reconstructs x (GLO, AE)."""
+    """Fit an encoder and a generator so that generator(encoder(x)) reconstructs x (GLO, AE, VAE, WAE).
+
+    The loss is the reconstruction loss plus ``weight`` times the latent divergence, when one is given.
+    """
 
     encoder: str = ref("encoder", "encoder", help="the encoder (a per-image code table for GLO)")
     generator: str = ref("generator", "generator")
     loss: ReconstructionLoss = param(factory=lambda: {"type": "l2"}, help="reconstruction loss")
+    latent_divergence: LatentDivergence | None = param(
+        None, help="term pulling the codes towards a prior: kl (VAE), mmd (WAE); null: none (AE, GLO)")
     epochs: int = param(25, ge=1)
     batch_size: int = param(128, ge=1)
     optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999)), help="generator optimiser")
@@ -24,10 +35,17 @@ class Autoencoding(Trainer):
         factory=adam_defaults(1e-2, (0.5, 0.999)), help="encoder/code optimiser (null: same settings as optimizer)")
     preview_count: int = param(32, ge=0, help="training images reconstructed at each evaluation")
 
+    def check(self, components: dict[str, Component], path: str) -> None:
+        if self.latent_divergence is not None:
+            self.latent_divergence.check(components[self.encoder], components, f"{path}.latent_divergence")
+
     def bind(self, ctx: StageContext) -> None:
         self._ctx = ctx
         self._encoder = ctx.component(self.encoder, Encoder)
         self._generator = ctx.component(self.generator, Generator)
+        self.loss.setup(ctx.build)  # losses with weights (vgg) load them now, not at the first step
+        if self.latent_divergence is not None:
+            self.latent_divergence.bind(ctx)
         self._batches = ctx.batches(self.batch_size)
         self._optimisers = Optimisers()
         self._optimisers.add("generator", self.optimizer, self._generator.parameters(), self._batches,
@@ -41,14 +59,22 @@ class Autoencoding(Trainer):
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         indices = self._batches.indices(step)
         images = self._ctx.batch(indices)
-        codes = self._encoder.encode(images, indices)
-        loss = self.loss(self._generator(codes), images)
+        posterior = self._encoder.posterior(images, indices, generator=self._ctx.generator)
+        reconstruction = self.loss(self._generator(posterior.sample), images)
+        logged = {}
+        loss = reconstruction
+        if self.latent_divergence is not None:
+            divergence = self.latent_divergence(posterior, self._ctx.generator)
+            loss = reconstruction + self.latent_divergence.weight * divergence
+            logged = {"reconstruction": reconstruction.detach(),
+                      self.latent_divergence.type_name: divergence.detach()}
         self._optimisers.zero_grad()
         loss.backward()
         self._optimisers.step()
         self._optimisers.step_schedules()
         self._encoder.after_update()
-        return {"loss": loss.detach()}
+        self._generator.after_update()  # e.g. an EMA generator averages its weights
+        return {"loss": loss.detach(), **logged}
 
     @torch.no_grad()
     def previews(self) -> dict[str, torch.Tensor]:
@@ -57,11 +83,14 @@ class Autoencoding(Trainer):
             return {}
         indices = torch.arange(n, device=self._ctx.device)
         images = self._ctx.batch(indices)
-        self._generator.eval()
+        modules = (self._encoder, self._generator)
+        for module in modules:
+            module.eval()
         try:
             recon = self._generator(self._encoder.encode(images, indices))
         finally:
-            self._generator.train()
+            for module in modules:
+                module.train()
         # originals and their reconstructions side by side
         return {"reconstructions": torch.stack([images, recon], 1).reshape(-1, *images.shape[1:])}
 

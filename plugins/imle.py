@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from genframe import Encoder, Optimizer, Prior, Trainer, component, hookimpl, param, ref
+from genframe import Encoder, Generator, Optimizer, Prior, Trainer, component, hookimpl, param, ref
 from genframe.context import StageContext
 from genframe.neighbours import nearest_neighbours
 from genframe.training import Optimisers
@@ -77,6 +77,8 @@ class IMLE(Trainer):
         loss.backward()
         self._optimisers.step()
         self._optimisers.step_schedules()
+        if isinstance(self._model, Generator):
+            self._model.after_update()  # e.g. an EMA generator averages its weights
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:

@@ -73,6 +73,8 @@ class LatentCodes(Encoder):
     init: Literal["pca", "random"] = param(
         "pca", help="pca: principal components of the training images (GLO); random: Gaussian")
 
+    encodes_new_images = False  # a code exists only for each training image
+
     def setup(self, ctx: BuildContext) -> None:
         generator = torch.Generator().manual_seed(ctx.seed)
         if ctx.images is None:  # sampling only: a checkpoint will overwrite the table
@@ -85,6 +87,9 @@ class LatentCodes(Encoder):
 
     def encode(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.codes[indices]
+
+    def project(self, codes: torch.Tensor) -> torch.Tensor:
+        return project(codes, self.projection)
 
     @torch.no_grad()
     def after_update(self) -> None:

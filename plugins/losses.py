@@ -1,6 +1,6 @@
-"""Reconstruction losses between images in [-1, 1]: pixel L2 and L1, and GLO's Laplacian-pyramid L1.
+"""Reconstruction losses between images in [-1, 1]: pixel L2 and L1, GLO's Laplacian-pyramid L1, VGG-16 features.
 
-All three use one reduction: the distance is summed over the pixels (and channels) of each image
+All of them use one reduction: the distance is summed over the pixels (and channels) of each image
 and averaged over the batch. That is the per-example loss GLO minimises (Bojanowski et al. 2018
 write the objective as a mean over examples of a per-image loss), and it makes the losses
 comparable: ``lap1`` with a single level is exactly ``l1``. Summing rather than averaging over
@@ -11,10 +11,18 @@ thousands of pixels lose most of their digits in bfloat16.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import re
+
+import fsspec
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from genframe import ReconstructionLoss, component, hookimpl, param
+from genframe import GenframeError, ReconstructionLoss, component, hookimpl, param
+from genframe.context import BuildContext
 
 #: 1-D taps of Burt and Adelson's 5-tap binomial filter; the 2-D blur is their outer product.
 BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
@@ -112,6 +120,142 @@ class Lap1(ReconstructionLoss):
         return sum(4.0 ** j * _per_image_sum(band.abs()) for j, band in enumerate(bands)).mean()
 
 
+#: Indices into torchvision's ``vgg16().features`` of the layers compared, level by level: conv1_2,
+#: conv2_2, conv3_2, conv4_3 (before their ReLU) and pool5, the levels of the official GLANN code.
+VGG_LAYERS = (2, 7, 12, 21, 30)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_NO_WEIGHTS_ADVICE = "or use the loss lap1, which needs no weights"
+
+
+def vgg16_features(state: dict[str, torch.Tensor], last_layer: int, source: str) -> nn.Sequential:
+    """The first layers of VGG-16's convolutional part, up to ``last_layer``, with frozen weights from ``state``.
+
+    ``state`` uses torchvision's key names (``features.<index>.weight``); classifier weights, if
+    present, are ignored. ReLUs are made out of place, so that the pre-activation outputs the loss
+    compares are not overwritten by the next layer.
+    """
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["D"])[:last_layer + 1]
+    for module in features:
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    missing = [key for key in features.state_dict() if f"features.{key}" not in state]
+    if missing:
+        raise GenframeError(f"vgg: {source} is not a VGG-16 state dict with torchvision's key names "
+                            f"(no features.{missing[0]})")
+    try:
+        features.load_state_dict({key: state[f"features.{key}"] for key in features.state_dict()})
+    except RuntimeError as exc:
+        raise GenframeError(f"vgg: {source}: {str(exc).splitlines()[-1].strip()}") from None
+    return features.requires_grad_(False).eval()
+
+
+@component("reconstruction_loss", "vgg")
+class VGG(ReconstructionLoss):
+    """VGG-16 perceptual loss: L1 between ImageNet features of the two images plus pixel L1 (GLANN's GLO loss).
+
+    A pixel loss is minimised by a blur that averages the plausible details; distances between the
+    features of a network trained to recognise ImageNet objects are not, so a generator trained
+    with them keeps edges and textures (Hoshen, Li & Malik 2019). Each level adds the mean absolute
+    difference of its features times the number of pixel values of an image, so the pixel term is
+    exactly ``l1`` and the total is on the scale of the other losses. Grey images are repeated to
+    three channels, and all are normalised as ImageNet images were for the network's training.
+
+    ``weights: torchvision`` loads torchvision's ImageNet weights through its API: downloaded once
+    into the torch hub cache and checked against the SHA-256 prefix in their file name (and against
+    ``sha256`` when given). Any other value is an fsspec path or URL of a VGG-16 state dict with
+    torchvision's key names, checked against ``sha256``, which it then requires.
+    """
+
+    levels: int = param(3, ge=0, le=len(VGG_LAYERS),
+                        help="feature levels compared (conv1_2, conv2_2, conv3_2, conv4_3, pool5); GLANN uses 3 "
+                             "for 28-32 px images and 4 for 64 px")
+    weights: str = param("torchvision", help="torchvision (its ImageNet VGG-16 download), or an fsspec path or URL "
+                                            "of a VGG-16 state dict")
+    sha256: str | None = param(None, help="SHA-256 of the weights file (sha256sum FILE); required for a path or URL")
+    pixel_weight: float = param(1.0, ge=0, help="weight of the pixel L1 term")
+
+    def __attrs_post_init__(self) -> None:
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
+            raise GenframeError(f"vgg: sha256: expected 64 hexadecimal digits, got {self.sha256!r}")
+        if self.weights != "torchvision" and self.sha256 is None:
+            raise GenframeError(f"vgg: sha256: required when weights is a path or URL ({self.weights!r}); "
+                                "compute it with: sha256sum FILE")
+        self._features: nn.Sequential | None = None
+
+    def setup(self, ctx: BuildContext) -> None:
+        if self.levels:
+            self._network(ctx.device)
+
+    def _network(self, device: torch.device) -> nn.Sequential:
+        if self._features is None:
+            state, source = self._torchvision_state() if self.weights == "torchvision" else self._file_state()
+            self._features = vgg16_features(state, VGG_LAYERS[self.levels - 1], source)
+        return self._features.to(device)
+
+    def _torchvision_state(self) -> tuple[dict, str]:
+        from torchvision.models import VGG16_Weights
+
+        entry = VGG16_Weights.IMAGENET1K_V1
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(entry.url))
+        try:
+            state = entry.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:  # no network, a proxy, a damaged download: all end the same way for the user
+            reason = (str(exc).splitlines() or [""])[0]
+            raise GenframeError(f"vgg: cannot load torchvision's ImageNet VGG-16 weights ({type(exc).__name__}: "
+                                f"{reason}); put {os.path.basename(entry.url)} (from {entry.url}) into "
+                                f"{os.path.dirname(cached)}, or set weights: to a path or URL of the file and "
+                                f"sha256: to its SHA-256, {_NO_WEIGHTS_ADVICE}") from None
+        if self.sha256 is not None:
+            with open(cached, "rb") as fh:
+                self._check_digest(fh.read(), cached)
+        return state, cached
+
+    def _file_state(self) -> tuple[dict, str]:
+        try:
+            with fsspec.open(self.weights, "rb") as fh:
+                raw = fh.read()
+        except (OSError, ValueError, ImportError) as exc:
+            raise GenframeError(f"vgg: weights: cannot read {self.weights!r} ({type(exc).__name__}: {exc}); "
+                                f"give the path or URL of a VGG-16 state dict, {_NO_WEIGHTS_ADVICE}") from None
+        self._check_digest(raw, self.weights)
+        try:
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise GenframeError(f"vgg: weights: {self.weights!r} is not a torch state dict "
+                                f"({type(exc).__name__})") from None
+        return state, self.weights
+
+    def _check_digest(self, raw: bytes, source: str) -> None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != str(self.sha256).lower():
+            raise GenframeError(f"vgg: weights: {source} has SHA-256 {digest}, not the sha256 given "
+                                f"({self.sha256}); fix the file or the sha256, {_NO_WEIGHTS_ADVICE}")
+
+    def _imagenet_input(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] not in (1, 3):
+            raise GenframeError(f"vgg: compares grey or RGB images, got {images.shape[1]} channels")
+        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return ((images.expand(-1, 3, -1, -1) + 1.0) / 2.0 - mean) / std
+
+    def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x, y = reconstruction.float(), target.float()
+        per_image = self.pixel_weight * (x - y).abs().flatten(1).mean(1)
+        if self.levels:
+            # Both batches in one pass; each level's output is split back into (x, y) halves.
+            h = self._imagenet_input(torch.cat([x, y]))
+            wanted = VGG_LAYERS[:self.levels]
+            for index, layer in enumerate(self._network(x.device)):
+                h = layer(h)
+                if index in wanted:
+                    fx, fy = h.chunk(2)
+                    per_image = per_image + (fx - fy).abs().flatten(1).mean(1)
+        return (per_image * x[0].numel()).mean()
+
+
 @hookimpl
 def genframe_components():
-    return [L2, L1, Lap1]
+    return [L2, L1, Lap1, VGG]

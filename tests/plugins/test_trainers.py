@@ -1,4 +1,4 @@
-"""The three procedures against hand-written PyTorch loops with the same networks, data and random draws."""
+"""The procedures against hand-written PyTorch loops with the same networks, data and random draws."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genframe import SpecError
 from genframe.context import BuildContext, EpochBatches, StageContext
 from genframe.images import to_float
 from genframe.neighbours import nearest_neighbours
 from genframe_plugins.constraints import GradientPenalty
 from genframe_plugins.divergences import Wasserstein
+from genframe_plugins.encoders import ConvEncoder, GaussianEncoder
+from genframe_plugins.fit_prior import FitPrior
+from genframe_plugins.latent_divergences import KL, MMD
 from genframe_plugins.latents import LatentCodes
 from genframe_plugins.losses import L2
 from genframe_plugins.mappers import MLPMapper
 from genframe_plugins.networks import DCGANCritic, DCGANGenerator
 from genframe_plugins.optim import Adam, Constant
-from genframe_plugins.priors import Gaussian
+from genframe_plugins.priors import FittedGaussian, Gaussian
 from genframe_plugins.adversarial import Adversarial
 from genframe_plugins.autoencoding import Autoencoding
 from genframe_plugins.imle import IMLE
@@ -110,6 +114,111 @@ def test_autoencoding_step_equals_a_hand_written_glo_step():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _hand_kl(encoder, generator, x, noise):
+    raw = encoder.net(x)
+    mean, log_var = raw[:, :3], raw[:, 3:]
+    z = mean + torch.exp(0.5 * log_var) * torch.randn(mean.shape, generator=noise)
+    return z, 0.5 * (mean.square() + log_var.exp() - log_var - 1).sum(1).mean()
+
+
+def _hand_mmd(encoder, generator, x, noise):
+    z = encoder.net(x)
+    y = torch.randn(z.shape, generator=noise)  # drawn after the encoder's (absent) noise, as in the trainer
+    both = torch.cat([z, y])
+    k = sum(torch.exp(-torch.cdist(both, both).square() / c) for c in (0.5 * 6.0, 2.0 * 6.0))
+    n = z.shape[0]
+    off = 1 - torch.eye(n)
+    return z, (k[:n, :n] * off).sum() / (n * (n - 1)) + (k[n:, n:] * off).sum() / (n * (n - 1)) \
+        - 2 * k[:n, n:].mean()
+
+
+@pytest.mark.parametrize("encoder_cls, divergence, hand", [
+    (GaussianEncoder, KL(weight=0.5), _hand_kl),
+    (ConvEncoder, MMD(weight=3.0, kernel="rbf", scales=[0.5, 2.0], base=6.0), _hand_mmd),
+], ids=["vae", "wae"])
+def test_autoencoding_step_with_a_latent_divergence_equals_a_hand_written_step(encoder_cls, divergence, hand):
+    ctx = _context({"encoder": encoder_cls(dim=3, width=4), "generator": DCGANGenerator(latent_dim=3, width=4),
+                    "prior": Gaussian(dim=3)})
+    enc, g = copy.deepcopy(ctx.components["encoder"]), copy.deepcopy(ctx.components["generator"])
+    noise = torch.Generator().manual_seed(0)
+    noise.set_state(ctx.generator.get_state())
+    trainer = Autoencoding(encoder="encoder", generator="generator", loss=L2(), latent_divergence=divergence,
+                           epochs=1, batch_size=8, optimizer=_adam(1e-3), encoder_optimizer=None)
+    trainer.bind(ctx)
+    logged = [trainer.train_step(step) for step in range(3)]
+
+    opt = torch.optim.Adam([*g.parameters(), *enc.parameters()], lr=1e-3, betas=(0.5, 0.999))
+    batches = EpochBatches(32, 8, seed=0, device=CPU)
+    for step in range(3):
+        x = to_float(ctx.images[batches.indices(step)])
+        z, term = hand(enc, g, x, noise)
+        reconstruction = (g(z) - x).square().flatten(1).sum(1).mean()
+        loss = reconstruction + divergence.weight * term
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        torch.testing.assert_close(logged[step][divergence.type_name], term.detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(logged[step]["loss"], loss.detach(), rtol=1e-4, atol=1e-5)
+    for mine, ref in [(ctx.components["generator"], g), (ctx.components["encoder"], enc)]:
+        for (name, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_autoencoding_refuses_kl_without_a_gaussian_encoder():
+    components = {"encoder": ConvEncoder(dim=3, width=4), "generator": DCGANGenerator(latent_dim=3, width=4)}
+    trainer = Autoencoding(encoder="encoder", generator="generator", loss=L2(), latent_divergence=KL(),
+                           optimizer=_adam(1e-3), encoder_optimizer=None)
+    with pytest.raises(SpecError, match="kl needs an encoder with a Gaussian posterior") as info:
+        trainer.check(components, "stages[0].trainer")
+    assert info.value.path == "stages[0].trainer.latent_divergence.type"
+
+
+def test_fit_prior_fits_a_gaussian_to_the_codes_in_one_step():
+    ctx = _context({"codes": LatentCodes(dim=4, init="random"), "gaussian": FittedGaussian(dim=4),
+                    "plain": Gaussian(dim=4), "wide": FittedGaussian(dim=5)})
+    trainer = FitPrior(prior="gaussian", encoder="codes")
+    trainer.bind(ctx)
+    assert trainer.total_steps() == 1
+    nll = trainer.train_step(0)["nll"]
+    codes = ctx.components["codes"].codes.detach().double()
+    fitted = ctx.components["gaussian"]
+    torch.testing.assert_close(fitted.mean.double(), codes.mean(0), rtol=0, atol=1e-6)
+    covariance = fitted.scale_tril.double() @ fitted.scale_tril.double().T
+    torch.testing.assert_close(covariance, torch.cov(codes.T) + 1e-6 * torch.eye(4, dtype=torch.float64),
+                               rtol=1e-5, atol=1e-7)
+    assert nll.item() == pytest.approx(-torch.distributions.MultivariateNormal(
+        codes.mean(0), covariance).log_prob(codes).mean().item(), rel=1e-5)
+    trainer.check(ctx.components, "stages[1].trainer")
+    with pytest.raises(SpecError, match="prior 'plain' is a gaussian, which has no parameters to fit; "
+                                        "declare a fitted_gaussian"):
+        FitPrior(prior="plain", encoder="codes").check(ctx.components, "stages[1].trainer")
+    with pytest.raises(SpecError, match="encoder 'codes' makes 4-d codes but prior 'wide' has dim 5") as info:
+        FitPrior(prior="wide", encoder="codes").check(ctx.components, "stages[1].trainer")
+    assert info.value.path == "stages[1].trainer.prior"
+
+
+def test_imle_in_image_space_regresses_a_generator_onto_its_nearest_samples():
+    from sklearn.datasets import load_digits
+
+    ctx = _context({"generator": DCGANGenerator(latent_dim=4, width=8), "prior": Gaussian(dim=4)}, n=32)
+    digits = torch.from_numpy(load_digits().images[:32] * (255 / 16)).round().to(torch.uint8)
+    ctx.build.images = digits.unsqueeze(1)  # structured images: random pixels leave nothing to learn
+    trainer = IMLE(model="generator", prior="prior", targets="data", epochs=10, batch_size=8, sample_factor=10.0,
+                   staleness=5, noise=0.01, optimizer=_adam(1e-2, weight_decay=1e-5))
+    trainer.bind(ctx)
+    selections, losses = [], []
+    for step in range(trainer.total_steps()):
+        losses.append(trainer.train_step(step)["loss"].item())
+        if step % 4 == 3:  # end of each epoch (32 images / 8)
+            selections.append(trainer._selected.clone())
+    assert trainer._selected.shape == (32, 4)
+    # re-drawn only at the start of epochs 0 and 5 (staleness 5)
+    assert all(torch.equal(selections[0], s) for s in selections[1:5])
+    assert all(torch.equal(selections[5], s) for s in selections[6:])
+    assert not torch.equal(selections[0], selections[5])
+    assert sum(losses[-4:]) < 0.7 * sum(losses[:4])
+
+
 def test_imle_pairs_each_target_with_its_nearest_sample_and_fits_them():
     ctx = _context({"mapper": MLPMapper(in_dim=2, out_dim=2, hidden=[32], batch_norm=False),
                     "prior": Gaussian(dim=2)}, n=64)
@@ -152,7 +261,7 @@ def test_imle_refresh_uses_exact_nearest_neighbours():
     torch.testing.assert_close(trainer._selected, expected)
 
 
-@pytest.mark.parametrize("trainer_cls", [Autoencoding, IMLE, Adversarial])
+@pytest.mark.parametrize("trainer_cls", [Autoencoding, IMLE, Adversarial, FitPrior])
 def test_trainers_are_registered(trainer_cls):
     from genframe.registry import create_registry
 

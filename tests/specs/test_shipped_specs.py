@@ -46,6 +46,46 @@ def test_wgan_gp_on_mnist_shrunk(mnist_root, tmp_path):
     assert images.shape == (3, 1, 28, 28)
 
 
+NON_ADVERSARIAL = {  # spec -> (first stage, what its log must hold besides the loss)
+    "autoencoder.yaml": ("ae", []),
+    "glo.yaml": ("glo", []),
+    "vae.yaml": ("vae", ["reconstruction", "kl"]),
+    "wae_mmd.yaml": ("wae", ["reconstruction", "mmd"]),
+    "imle.yaml": ("imle", []),
+}
+
+
+@pytest.mark.parametrize("spec", sorted(NON_ADVERSARIAL))
+def test_non_adversarial_spec_on_mnist_shrunk(spec, mnist_root, tmp_path):
+    shrink = [f"data.root={mnist_root}", "data.limit=256", "components.generator.width=8",
+              "stages.0.trainer.epochs=2", "log_every=1"]
+    if spec in ("autoencoder.yaml", "vae.yaml", "wae_mmd.yaml"):
+        shrink.append("components.encoder.width=8")
+    finished = train(str(SPECS / spec), out=str(tmp_path / "run"), device="cpu", overrides=shrink)
+    stage, extra = NON_ADVERSARIAL[spec]
+    losses = _losses(finished.url, stage, "loss")
+    assert len(losses) >= 4 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    for key in extra:
+        assert len(_losses(finished.url, stage, key)) == len(losses)
+    images, _ = sample(finished.url, 3, seed=0)
+    assert images.shape == (3, 1, 28, 28)
+
+
+@pytest.mark.parametrize("spec, shrink", [("glo.yaml", []), ("autoencoder.yaml", ["components.encoder.width=8"])])
+def test_fitted_gaussian_specs_sample_from_the_codes_distribution(spec, shrink, mnist_root, tmp_path):
+    """The fit stage's Gaussian is checkpointed: what genframe sample draws from is the codes' fit, not N(0, I)."""
+    finished = train(str(SPECS / spec), out=str(tmp_path / "run"), device="cpu", overrides=[
+        f"data.root={mnist_root}", "data.limit=256", "components.generator.width=8", "stages.0.trainer.epochs=1",
+        *shrink])
+    state = RunStorage.open(finished.url).load_checkpoint()["components"]
+    mean, scale_tril = state["gaussian"]["mean"], state["gaussian"]["scale_tril"]
+    assert mean.abs().max() > 0 and not torch.equal(scale_tril, torch.eye(scale_tril.shape[0]))
+    if spec == "glo.yaml":  # the code table is in the checkpoint too: the fit is its mean
+        torch.testing.assert_close(mean, state["codes"]["codes"].mean(0), rtol=0, atol=1e-5)
+    assert len(_losses(finished.url, "fit", "nll")) == 1
+
+
 def _digit_classifier():
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression

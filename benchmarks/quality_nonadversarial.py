@@ -1,0 +1,184 @@
+"""Quality evidence for the non-adversarial family: train AE, GLO, VAE, WAE-MMD, IMLE and GLANN on MNIST.
+
+Trains each shipped spec on the 10,000-image MNIST split (found through ``GENFRAME_DATA`` or
+``../shared/datasets`` next to the repository), on a GPU when one is available, and writes for
+each system: a sample grid, interpolation strips (between codes of real images, and between prior
+samples), reconstructions of training and unseen images, and inpainting and denoising examples.
+For GLANN it also samples the same GLO generator through a Gaussian fitted to its codes, the
+baseline the GLANN paper improves on. ``summary.json`` holds the numbers: reconstruction PSNR,
+restoration PSNR, and how a digit classifier trained on the real images reads the samples
+(mean confidence, and how many of the ten classes get at least 5% of the samples).
+
+    python benchmarks/quality_nonadversarial.py                 # the specs as shipped (GPU advised)
+    python benchmarks/quality_nonadversarial.py --quick         # a small CPU version: 2,000 images, narrow nets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genframe import applications as app
+from genframe.api import sample, train
+from genframe.images import grid, png_bytes, to_uint8
+from genframe_plugins.data import MNIST
+from genframe_plugins.priors import FittedGaussian
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEMS = {  # name -> (spec, overrides of the --quick CPU version)
+    "ae": ("autoencoder.yaml", ["stages.0.trainer.epochs=15"]),
+    "glo": ("glo.yaml", ["stages.0.trainer.epochs=30"]),
+    "vae": ("vae.yaml", ["stages.0.trainer.epochs=15"]),
+    "wae_mmd": ("wae_mmd.yaml", ["stages.0.trainer.epochs=15"]),
+    "imle": ("imle.yaml", ["stages.0.trainer.epochs=20"]),
+    "glann": ("glann.yaml", ["stages.0.trainer.epochs=30", "stages.1.trainer.epochs=50"]),
+}
+QUICK_COMMON = ["data.limit=2000", "components.generator.width=32"]
+QUICK_ENCODER = ["components.encoder.width=32"]
+SHOWN = 16  # images reconstructed, interpolated and restored per system
+
+
+def mnist_root() -> Path:
+    env = os.environ.get("GENFRAME_DATA")
+    root = (Path(env) if env else REPO.parent / "shared" / "datasets") / "mnist"
+    if not any(root.glob("*idx3-ubyte*")):
+        sys.exit(f"MNIST IDX files not found under {root}; set GENFRAME_DATA")
+    return root
+
+
+def overrides(name: str, root: Path, quick: bool) -> list[str]:
+    spec, quick_overrides = SYSTEMS[name]
+    out = [f"data.root={root}", "log_every=10"]
+    if quick:
+        out += QUICK_COMMON + quick_overrides
+        if name in ("ae", "vae", "wae_mmd"):
+            out += QUICK_ENCODER
+    return out
+
+
+def held_out(all_images: torch.Tensor, training: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` images of the full split that the run did not train on (none when it used them all)."""
+    seen = {bytes(x.numpy().tobytes()) for x in training}
+    unseen = [x for x in all_images if bytes(x.numpy().tobytes()) not in seen]
+    return torch.stack(unseen[:n]) if unseen else training[:0]
+
+
+def write_png(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def digit_classifier(images: torch.Tensor, labels: torch.Tensor):
+    from sklearn.linear_model import LogisticRegression
+
+    x = images.flatten(1).float().numpy() / 255.0
+    return LogisticRegression(max_iter=300).fit(x, labels.numpy())
+
+
+def read_as_digits(classifier, images: torch.Tensor) -> dict[str, float]:
+    """Mean top-class probability and classes holding >= 5% of the samples: sharp, varied digits score high."""
+    probabilities = classifier.predict_proba(images.flatten(1).float().numpy() / 255.0)
+    classes = np.bincount(probabilities.argmax(1), minlength=10) / len(images)
+    return {"confidence": float(probabilities.max(1).mean()), "classes_over_5pct": int((classes >= 0.05).sum())}
+
+
+def corrupt(images: torch.Tensor, sigma: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images with their lower half missing, the mask, images with Gaussian noise of std sigma (0-1 scale))."""
+    mask = torch.ones_like(images, dtype=torch.float32)
+    mask[..., images.shape[-2] // 2:, :] = 0
+    holes = (images.float() * mask).to(torch.uint8)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)) * sigma * 255
+    noisy = (images.float() + noise).round().clamp(0, 255).to(torch.uint8)
+    return holes, mask, noisy
+
+
+def evaluate_system(name: str, run_url: str, out: Path, real: dict[str, torch.Tensor], classifier,
+                    search: app.Search) -> dict:
+    trained = app.load(run_url)
+    result: dict = {"run": run_url}
+    samples, _ = sample(run_url, 400, seed=0)
+    write_png(out / "samples.png", png_bytes(grid(samples[:64])))
+    result["samples"] = read_as_digits(classifier, samples)
+    for split, images in real.items():
+        if not len(images):
+            continue
+        rec = app.reconstruct(trained, images, search=search)
+        write_png(out / f"reconstructions-{split}.png", app.pairs_png(images, rec.images))
+        result[f"reconstruction_psnr_{split}"] = app.finite_mean(rec.psnr)
+        strips = app.interpolate(trained, images=images, source="images", pairs=4, steps=8, search=search)
+        write_png(out / f"interpolation-{split}.png", app.strips_png(strips))
+    write_png(out / "interpolation-prior.png", app.strips_png(app.interpolate(trained, source="prior", pairs=4)))
+    encoder = trained.encoder
+    if encoder is not None and not encoder.encodes_new_images:
+        write_png(out / "interpolation-codes.png", app.strips_png(app.interpolate(trained, source="codes", pairs=4)))
+    target = real["unseen"] if len(real["unseen"]) else real["train"]
+    holes, mask, noisy = corrupt(target, 0.3, seed=1)
+    inpainted = app.restore(trained, holes, mask=mask, search=search).images
+    denoised = app.restore(trained, noisy, noise=0.3, search=search).images
+    write_png(out / "inpainting.png", png_bytes(grid(torch.cat([target, holes, inpainted]), nrow=len(target))))
+    write_png(out / "denoising.png", png_bytes(grid(torch.cat([target, noisy, denoised]), nrow=len(target))))
+    result["inpainting_psnr"] = {"holes": app.finite_mean(app.psnr(holes, target)),
+                                 "restored": app.finite_mean(app.psnr(inpainted, target))}
+    result["denoising_psnr"] = {"noisy": app.finite_mean(app.psnr(noisy, target)),
+                                "restored": app.finite_mean(app.psnr(denoised, target))}
+    if name == "glann":
+        result["glo_gaussian_samples"] = glo_gaussian_baseline(trained, out, classifier)
+    return result
+
+
+def glo_gaussian_baseline(trained: app.Trained, out: Path, classifier) -> dict:
+    """The GLANN paper's baseline on the very same GLO generator: a Gaussian fitted to its codes as the sampler."""
+    codes = trained.system.components["codes"].codes.detach()
+    gaussian = FittedGaussian(dim=codes.shape[1]).to(trained.device)
+    gaussian.fit(codes)
+    z = gaussian.sample(400, device=trained.device, generator=torch.Generator(trained.device).manual_seed(0))
+    images = to_uint8(app.decode(trained, z)).cpu()
+    write_png(out / "samples-glo-gaussian.png", png_bytes(grid(images[:64])))
+    return read_as_digits(classifier, images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "runs" / "quality-nonadversarial"))
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
+    parser.add_argument("--quick", action="store_true", help="small CPU version: 2,000 images, narrow networks, "
+                                                             "fewer epochs")
+    parser.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda")
+    parser.add_argument("--iterations", type=int, default=300, help="code-search steps for the applications")
+    args = parser.parse_args()
+
+    root = mnist_root()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    everything, labels = MNIST(root=str(root)).load()
+    classifier = digit_classifier(everything, labels)
+    search = app.Search(steps=args.iterations)
+    summary: dict = {"quick": args.quick, "device": args.device or "auto",
+                     "real_images": read_as_digits(classifier, everything[:400])}
+    for name in args.systems.split(","):
+        spec, _ = SYSTEMS[name]
+        folder = out / name
+        folder.mkdir(exist_ok=True)
+        run_url = str(folder / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+        started = time.time()
+        train(str(REPO / "specs" / spec), overrides=overrides(name, root, args.quick), out=run_url,
+              device=args.device)
+        seconds = time.time() - started
+        limit = 2000 if args.quick else None
+        training, _ = MNIST(root=str(root), limit=limit).load()
+        real = {"train": training[:SHOWN], "unseen": held_out(everything, training, SHOWN)}
+        summary[name] = {"train_seconds": round(seconds, 1),
+                         **evaluate_system(name, run_url, folder, real, classifier, search)}
+        print(json.dumps({name: summary[name]}, indent=1), flush=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
