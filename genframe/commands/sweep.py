@@ -1,0 +1,42 @@
+"""genframe sweep: run a hyper-parameter sweep, all of it or one trial (for a scheduler's array job)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ..sweep import default_out, load_sweep, read_result, run_sweep
+
+    sweep = load_sweep(args.sweep, args.set)
+    out = args.out or default_out(args.sweep)
+    trials = sweep.trials()
+    if args.list:
+        finals = sum(t.phase == "final" for t in trials)
+        print(f"{len(trials)} trials ({len(trials) - finals} search, {finals} final re-runs) in {out}")
+        for t in trials:
+            result = read_result(out, t.path)
+            status = "pending" if result is None else result["status"]
+            print(f"{t.index:5d}  {t.phase:6}  {t.model}  "
+                  f"{'setting ' + str(t.setting) if t.phase == 'search' else 'best setting'}  seed {t.seed}  "
+                  f"{status}")
+        return 0
+    ended = run_sweep(sweep, out, trial=args.trial, device=args.device,
+                      echo=lambda line: print(line, file=sys.stderr, flush=True))
+    failed = [r for r in ended if r["status"] != "ok"]
+    print(f"{out}: {len(ended)} trials ran, {len(failed)} failed; the table: genframe table {out}")
+    return 1 if failed else 0
+
+
+def register(sub) -> None:
+    sweep = sub.add_parser("sweep", help="run a seeded hyper-parameter sweep (or one of its trials)")
+    sweep.add_argument("sweep", help="sweep file (YAML) or fsspec URL")
+    sweep.add_argument("--out", help="sweep folder, any fsspec URL (default runs/sweeps/<sweep file name>)")
+    sweep.add_argument("--trial", type=int, metavar="K",
+                       help="run only trial K (e.g. $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX)")
+    sweep.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the specs)")
+    sweep.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                       help="override a field of the sweep file, e.g. budget=10 (repeatable)")
+    sweep.add_argument("--list", action="store_true", help="print the trials and their status, run nothing")
+    sweep.set_defaults(func=_cmd_sweep)

@@ -1,0 +1,128 @@
+"""A tiny sweep runs to a table whose numbers are recomputed here by hand from the runs' own logs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pytest
+import yaml
+from PIL import Image
+
+from genframe.cli import main
+from genframe.storage import RunStorage
+from genframe.sweep import load_sweep, run_sweep
+
+from .sweep_helpers import SEARCH, Counter, registry_with, write_sweep
+
+SWEEP = """
+seed: 7
+label: digits-32
+models:
+  - ../specs/a.yaml                # a plain path: the model is named after the file
+  - {name: b, label: Narrow, spec: ../specs/b.yaml}
+""" + SEARCH + """
+budget: 2
+seeds: 2
+select: {metric: brightness, mode: max}
+final: {seeds: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    counter = Counter(fail=("b/search-0001-seed1",))
+    registry = registry_with(counter)
+    path = write_sweep(folder, SWEEP)
+    sweep = load_sweep(path, registry=registry)
+    out = str(folder / "out")
+    run_sweep(sweep, out, registry=registry)
+    return sweep, out, counter
+
+
+def _logged(out: str, trial_path: str) -> float:
+    """The metric as the run itself logged it: the last evaluation record of its metrics.jsonl."""
+    records = [r for r in RunStorage.open(f"{out}/{trial_path}").read_log() if r.get("event") == "evaluation"]
+    return records[-1]["brightness"]
+
+
+def _hand_std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def test_the_sweep_ran_every_trial_and_recorded_the_failure(finished):
+    sweep, out, counter = finished
+    assert len(counter.started) == 2 * 2 * 2 + 2 * 2
+    failed = RunStorage(f"{out}/b/search-0001-seed1").read_json("result.json")
+    assert failed["status"] == "failed" and failed["value"] is None
+    assert failed["error"] == "RuntimeError: simulated failure"  # one line
+    assert "Traceback" in (RunStorage(f"{out}/b/search-0001-seed1").read_bytes("error.txt").decode())
+    ok = [t for t in sweep.trials() if t.path != "b/search-0001-seed1"]
+    assert all(RunStorage(f"{out}/{t.path}").read_json("result.json")["status"] == "ok" for t in ok)
+
+
+def test_table_numbers_match_a_hand_computation(finished, capsys):
+    sweep, out, _ = finished
+    assert main(["table", out]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO((open(f"{out}/table.csv").read())))}
+    for name, failed_setting in (("a", None), ("b", 1)):
+        # selection by hand: mean over the two search seeds; a setting with a failed seed is out
+        scores = {j: (_logged(out, f"{name}/search-{j:04d}-seed0") + _logged(out, f"{name}/search-{j:04d}-seed1")) / 2
+                  for j in range(2) if j != failed_setting}
+        best = max(scores, key=scores.get)
+        finals = [_logged(out, f"{name}/final-seed{s}") for s in (2, 3)]
+        mean, std = sum(finals) / 2, _hand_std(finals)
+        row = rows[name]
+        assert int(row["best_setting"]) == best
+        assert float(row["mean"]) == pytest.approx(mean, rel=1e-12)
+        assert float(row["std"]) == pytest.approx(std, rel=1e-12)
+        assert (row["seeds_ok"], row["settings_ok"], row["settings_failed"]) == \
+            ("2", str(len(scores)), "1" if failed_setting is not None else "0")
+        chosen = sweep.setting(sweep.model(name), best)
+        assert float(row["stages.0.trainer.optimizer.lr"]) == chosen["stages.0.trainer.optimizer.lr"]
+        # the final re-runs trained exactly that setting
+        spec = RunStorage.open(f"{out}/{name}/final-seed2").read_spec()
+        assert spec["stages"][0]["trainer"]["optimizer"]["lr"] == chosen["stages.0.trainer.optimizer.lr"]
+        assert spec["seed"] == 2
+        label = "a" if name == "a" else "Narrow"
+        assert f"| {label} | {mean:.4g} ± {std:.2g} | 2/2 |" in printed
+        assert f"lr={chosen['stages.0.trainer.optimizer.lr']:.3g}" in printed
+    assert "| Model | digits-32 |" in printed and "- Narrow: RuntimeError: simulated failure\n" in printed
+    assert "brightness_test(n=8)" in printed and "seeds 0, 1" in printed and "seeds 2, 3" in printed
+
+
+def test_budget_curve_is_the_expected_best_of_random_subsets(finished):
+    sweep, out, _ = finished
+    curve = {int(r["budget"]): float(r["expected_best"])
+             for r in csv.DictReader(open(f"{out}/budget.csv")) if r["model"] == "a"}
+    scores = [(_logged(out, f"a/search-{j:04d}-seed0") + _logged(out, f"a/search-{j:04d}-seed1")) / 2
+              for j in range(2)]
+    # one setting at random: the average score; both: the best one
+    assert curve == pytest.approx({1: sum(scores) / 2, 2: max(scores)}, rel=1e-12)
+    assert [int(r["budget"]) for r in csv.DictReader(open(f"{out}/budget.csv")) if r["model"] == "b"] == [1]
+    with Image.open(f"{out}/budget.png") as image:
+        assert image.size[0] > 300 and image.getextrema()[0][0] < 100  # drawn on, not blank
+
+
+def test_table_of_a_partial_sweep_shows_what_is_pending(tmp_path, capsys):
+    counter = Counter()
+    registry = registry_with(counter)
+    path = write_sweep(tmp_path, SWEEP)
+    sweep = load_sweep(path, registry=registry)
+    out = str(tmp_path / "out")
+    run_sweep(sweep, out, trial=0, registry=registry)
+    assert main(["table", out, "--out", str(tmp_path / "elsewhere")]) == 0
+    printed = capsys.readouterr().out
+    assert "| a | pending | 0/2 | 0 / 0 / 2 |" in printed and "| Narrow | pending | 0/2 | 0 / 0 / 2 |" in printed
+    assert (tmp_path / "elsewhere" / "table.csv").exists() and not (tmp_path / "out" / "table.csv").exists()
+    assert yaml.safe_load(RunStorage(out).read_bytes("sweep.json"))["budget"] == 2
+
+
+def test_table_of_a_folder_that_is_no_sweep_is_one_line(tmp_path, capsys):
+    assert main(["table", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (f"genframe: error: {tmp_path}: not a sweep folder (no sweep.json); "
+                                               f"run genframe sweep SWEEP.yaml --out {tmp_path}")
