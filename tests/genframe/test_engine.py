@@ -227,3 +227,15 @@ def test_interpolation_strips_run_between_two_prior_samples(tiny_spec, write_spe
     torch.testing.assert_close(strip.view(3, 5, 1, 8, 8)[:, -1], sampler.decode(ends[3:]))
     middle = sampler.decode(0.5 * (ends[:3] + ends[3:]))
     torch.testing.assert_close(strip.view(3, 5, 1, 8, 8)[:, 2], middle)
+
+
+def test_out_of_gpu_memory_names_the_batch_size_to_lower(tiny_spec, write_spec, tmp_path, monkeypatch):
+    from genframe_plugins.autoencoding import Autoencoding
+
+    def exhausted(self, step):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Autoencoding, "train_step", exhausted)
+    with pytest.raises(GenframeError, match=r"^stage 'glo', step 1: out of GPU memory; lower "
+                                            r"stages\[0\].trainer.batch_size \(now 16\)"):
+        train(write_spec(tiny_spec), out=str(tmp_path / "run"))
