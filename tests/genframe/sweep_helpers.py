@@ -77,3 +77,14 @@ search:
   stages.0.trainer.optimizer.lr: {log_uniform: [1.0e-3, 1.0e-1]}
   stages.0.trainer.optimizer.betas.0: {uniform: [0.0, 0.9]}
 """
+
+
+def run_test_sweep(folder: Path, text: str, failing_trial: str):
+    """Write and run a sweep whose ``failing_trial`` fails: (sweep, out folder, counter, registry, result)."""
+    from genframe.sweep import load_sweep, run_sweep
+
+    counter = Counter(fail=(failing_trial,))
+    registry = registry_with(counter)
+    sweep = load_sweep(write_sweep(folder, text), registry=registry)
+    out = str(folder / "out")
+    return sweep, out, counter, registry, run_sweep(sweep, out, registry=registry)

@@ -17,7 +17,7 @@ from genframe.registry import create_registry, set_registry
 from genframe.storage import RunStorage
 from genframe.sweep import load_sweep, run_sweep, worker_command
 
-from .sweep_helpers import SEARCH, Counter, registry_with, write_sweep
+from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
 
 SMALL = """
 models: [../specs/a.yaml, ../specs/b.yaml]
@@ -30,14 +30,7 @@ select: {metric: brightness}
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """Two specs, two settings, one seed, no final re-runs; one trial fails."""
-    folder = tmp_path_factory.mktemp("sweep")
-    counter = Counter(fail=("a/search-0001-seed0",))
-    registry = registry_with(counter)
-    path = write_sweep(folder, SMALL)
-    sweep = load_sweep(path, registry=registry)
-    out = str(folder / "out")
-    ended = run_sweep(sweep, out, registry=registry)
-    return sweep, out, counter, registry, ended
+    return run_test_sweep(tmp_path_factory.mktemp("sweep"), SMALL, "a/search-0001-seed0")
 
 
 def test_a_failed_trial_is_recorded_and_the_others_run(small):

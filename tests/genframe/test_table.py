@@ -14,7 +14,7 @@ from genframe.cli import main
 from genframe.storage import RunStorage
 from genframe.sweep import load_sweep, run_sweep
 
-from .sweep_helpers import SEARCH, Counter, registry_with, write_sweep
+from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
 
 SWEEP = """
 seed: 7
@@ -32,13 +32,7 @@ final: {seeds: 2}
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("table")
-    counter = Counter(fail=("b/search-0001-seed1",))
-    registry = registry_with(counter)
-    path = write_sweep(folder, SWEEP)
-    sweep = load_sweep(path, registry=registry)
-    out = str(folder / "out")
-    run_sweep(sweep, out, registry=registry)
+    sweep, out, counter, _, _ = run_test_sweep(tmp_path_factory.mktemp("table"), SWEEP, "b/search-0001-seed1")
     return sweep, out, counter
 
 
