@@ -63,6 +63,22 @@ def _missing_files_message(who: str, url: str, splits: tuple[str, ...], names: s
             f"in the root and in its {subfolder} folder; set `download: true` to fetch them")
 
 
+def find_or_download(dataset, fs, root: str, fetch) -> tuple[str, object]:
+    """(split, files) of a benchmark under ``root``; missing files are fetched when ``download`` is set.
+
+    ``dataset`` provides ``_find(fs, root)`` and ``_missing_message(split)``; ``fetch`` downloads.
+    """
+    split, files = dataset._find(fs, root)
+    if files is None:
+        if not dataset.download:
+            raise GenframeError(dataset._missing_message(split))
+        download_with_torchvision(fs, dataset.root, dataset.type_name, fetch)
+        split, files = dataset._find(fs, root)
+        if files is None:
+            raise GenframeError(dataset._missing_message(split))
+    return split, files
+
+
 @component("dataset", "mnist")
 class MNIST(Dataset):
     """MNIST handwritten digits from IDX files (plain or .gz), in any fsspec location.
@@ -85,15 +101,8 @@ class MNIST(Dataset):
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         fs, root = open_location(self.root, self.type_name)
-        split, files = self._find(fs, root)
-        if files is None:
-            if not self.download:
-                raise GenframeError(self._missing_message(split))
-            split = "test" if self.split == "test" else "train"
-            download_with_torchvision(fs, self.root, self.type_name, lambda: self._torchvision(root, split))
-            files = self._locate(fs, root, split)
-            if files is None:
-                raise GenframeError(self._missing_message(split))
+        fetched_split = "test" if self.split == "test" else "train"
+        _, files = find_or_download(self, fs, root, lambda: self._torchvision(root, fetched_split))
         image_path, label_path = files
         with fs.open(image_path, "rb") as f:
             images = parse_idx(f.read(), IMAGES_MAGIC, image_path)
@@ -233,14 +242,7 @@ class CIFAR10(Dataset):
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         fs, root = open_location(self.root, self.type_name)
-        split, files = self._find(fs, root)
-        if files is None:
-            if not self.download:
-                raise GenframeError(self._missing_message(split))
-            download_with_torchvision(fs, self.root, self.type_name, lambda: self._torchvision(root))
-            split, files = self._find(fs, root)
-            if files is None:
-                raise GenframeError(self._missing_message(split))
+        _, files = find_or_download(self, fs, root, lambda: self._torchvision(root))
         images, labels = [], []
         for path in files:
             with fs.open(path, "rb") as f:
