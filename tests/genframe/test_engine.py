@@ -239,3 +239,31 @@ def test_out_of_gpu_memory_names_the_batch_size_to_lower(tiny_spec, write_spec, 
     with pytest.raises(GenframeError, match=r"^stage 'glo', step 1: out of GPU memory; lower "
                                             r"stages\[0\].trainer.batch_size \(now 16\)"):
         train(write_spec(tiny_spec), out=str(tmp_path / "run"))
+
+
+def test_a_crash_while_writing_a_checkpoint_loses_nothing(tiny_spec, write_spec, tmp_path, monkeypatch):
+    from ..conftest import SimulatedCrash
+
+    spec_path = write_spec(tiny_spec)
+    reference = train(spec_path, out=str(tmp_path / "reference"))
+    original = RunStorage.write_bytes
+    written = []
+
+    def dies_half_way(self, rel, data):
+        if rel.startswith("checkpoints/") and rel.endswith(".pt"):
+            written.append(rel)
+            if len(written) == 2:  # the second checkpoint: half of it reaches the disk, then the process dies
+                with self.fs.open(self.path(rel), "wb") as fh:
+                    fh.write(data[: len(data) // 2])
+                raise SimulatedCrash("killed while writing a checkpoint")
+        return original(self, rel, data)
+
+    monkeypatch.setattr(RunStorage, "write_bytes", dies_half_way)
+    with pytest.raises(SimulatedCrash):
+        train(spec_path, out=str(tmp_path / "crashed"))
+    monkeypatch.setattr(RunStorage, "write_bytes", original)
+    # the index still names only the first, complete checkpoint
+    assert [e["file"] for e in RunStorage.open(str(tmp_path / "crashed")).checkpoints()] == [written[0]]
+    resumed = train(resume=str(tmp_path / "crashed"))
+    expected, got = checkpoint_weights(reference.url), checkpoint_weights(resumed.url)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)

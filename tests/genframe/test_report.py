@@ -84,3 +84,13 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert pixels.shape == (1600, 1200)
     assert pixels.std() > 20  # text, tables and image grids, not a blank page
     assert (pixels < 40).mean() > 0.02  # the black backgrounds of the sample grids are visible
+
+
+def test_a_resumed_stage_purges_its_replayed_tensorboard_steps(tiny_spec, write_spec, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ..conftest import crash_and_resume
+
+    _, resumed = crash_and_resume(write_spec(tiny_spec), "glo", 6, tmp_path)
+    steps = [s.step for s in EventAccumulator(f"{resumed}/tensorboard/glo").Reload().Scalars("loss/loss")]
+    assert steps == [2, 4, 6, 8, 10, 12]  # steps 5-6 ran twice; TensorBoard shows them once
