@@ -13,7 +13,7 @@ from .registry import Registry, get_registry
 from .roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
 
 #: Top-level settings and their defaults (the schema declares the same defaults for editors).
-DEFAULTS = {"seed": 0, "device": "auto", "log_every": 50, "checkpoint_every": 1000, "keep_checkpoints": 3,
+DEFAULTS = {"seed": 0, "device": "auto", "precision": "fp32", "log_every": 50, "checkpoint_every": 1000, "keep_checkpoints": 3,
             "best_checkpoint": None}
 EVALUATION_DEFAULTS = {"every": None, "n_samples": 64}
 NONFINITE_DEFAULTS = {"action": "stop", "lr_factor": 0.5, "retries": 3}
@@ -42,6 +42,7 @@ class System:
     name: str
     seed: int
     device: str
+    precision: str
     data: Dataset
     components: dict[str, Component]
     stages: list[Stage]
@@ -56,7 +57,7 @@ class System:
     def resolved_spec(self) -> dict:
         """The spec with every default written out: what the run folder records."""
         return {
-            "name": self.name, "seed": self.seed, "device": self.device,
+            "name": self.name, "seed": self.seed, "device": self.device, "precision": self.precision,
             "data": self.data.config(),
             "components": {name: c.config() for name, c in self.components.items()},
             "stages": [{"name": s.name, "trainer": s.trainer.config(), "sample": s.sample} for s in self.stages],

@@ -62,6 +62,14 @@ def hardware(device: torch.device) -> dict:
     return info
 
 
+def set_matmul_precision(precision: str, device: torch.device) -> None:
+    """``tf32`` lets CUDA matmuls and convolutions use TensorFloat-32; the other settings keep full float32."""
+    if device.type == "cuda":
+        allow = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -245,6 +253,7 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         storage = RunStorage.create(out or default_run_url(system.name))
         checkpoint = None
     seed_everything(system.seed)
+    set_matmul_precision(system.precision, dev)
     the_run = Run(system, storage, dev, registry, resumed=checkpoint is not None)
     if checkpoint is not None:
         the_run.resume_point = (checkpoint["stage"], checkpoint["step"])
@@ -390,8 +399,10 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     sums: dict[str, torch.Tensor] = {}
     count = 0
     every_eval = system.evaluation.every
+    autocast = torch.autocast(the_run.device.type, dtype=torch.bfloat16, enabled=system.precision == "bf16")
     for step in range(start, total):
-        losses = _guarded_step(trainer, step, stage)
+        with autocast:
+            losses = _guarded_step(trainer, step, stage)
         for key, value in losses.items():
             sums[key] = sums[key] + value.detach() if key in sums else value.detach().float().clone()
         count += 1

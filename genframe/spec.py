@@ -117,6 +117,9 @@ def build_schema(registry: Registry | None = None) -> dict:
                     "metrics": {"type": "array", "items": {"$ref": "#/$defs/role.metric"}, "default": []},
                 },
             },
+            "precision": {"enum": ["fp32", "tf32", "bf16"], "default": "fp32",
+                          "description": "fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 (autocast of "
+                                         "training steps; penalties keep float32 norms)"},
             "log_every": {"type": "integer", "minimum": 1, "default": 50},
             "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1000,
                                  "description": "Steps between checkpoints (also at the end of each stage)."},
