@@ -108,7 +108,7 @@ class RunStorage:
                 self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             with self.fs.open(target, "ab") as fh:
                 fh.write(data)
-        except (NotImplementedError, ValueError):
+        except (NotImplementedError, ValueError):  # how fsspec stores without an append mode (S3...) refuse "ab"
             old = self.read_bytes(rel) if self.exists(rel) else b""
             self.write_bytes(rel, old + data)
 
