@@ -295,6 +295,12 @@ def _most_specific(errors: list[jsonschema.ValidationError]) -> jsonschema.Valid
     stack = list(errors)
     while stack:
         err = stack.pop(0)
+        if err.validator == "anyOf" and err.instance is not None:
+            # a nullable field that holds something: explain what is wrong with the something
+            not_null = [c for c in err.context if not (c.validator == "type" and c.validator_value == "null")]
+            if not_null and len(not_null) < len(err.context):
+                stack.extend(not_null)
+                continue
         alternatives_here = err.validator == "anyOf" and all(
             list(c.absolute_path) == list(err.absolute_path) for c in err.context)
         if err.context and not alternatives_here:

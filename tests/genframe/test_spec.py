@@ -102,6 +102,17 @@ def test_misspelt_field_names_the_allowed_ones(write_spec):
     assert "weight" in message
 
 
+@pytest.mark.parametrize("value, expected", [
+    ({"type": "kl", "prior": "prior"}, "stages[0].trainer.latent_divergence.prior: unknown field 'prior'; "
+                                       "allowed: type, weight"),
+    ({"type": "nope"}, "stages[0].trainer.latent_divergence.type: found 'nope'; allowed: kl, mmd"),
+])
+def test_a_nullable_component_field_explains_its_component(value, expected, write_spec):
+    spec = yaml.safe_load((SPECS / "vae.yaml").read_text())
+    spec["stages"][0]["trainer"]["latent_divergence"] = value
+    assert _error(spec, write_spec) == expected
+
+
 def test_wrong_value_type(write_spec):
     spec = yaml.safe_load((SPECS / "wgan_gp.yaml").read_text())
     spec["stages"][0]["trainer"]["constraints"][0]["weight"] = "ten"
