@@ -61,11 +61,11 @@ def _resolved(value: int | None, from_data: int) -> int:
     return from_data if value is None else value
 
 
-CriticNorm = Literal["none", "batch", "layer"]
+Normalisation = Literal["none", "batch", "layer"]
 
 
 def norm_layers(kind: str, channels: int) -> list[nn.Module]:
-    """The critic normalisation ``kind`` for ``channels`` feature maps (layer: over channels and pixels)."""
+    """The normalisation ``kind`` for ``channels`` feature maps (layer: over channels and pixels)."""
     if kind == "batch":
         return [nn.BatchNorm2d(channels)]
     if kind == "layer":
@@ -73,7 +73,7 @@ def norm_layers(kind: str, channels: int) -> list[nn.Module]:
     return []
 
 
-def norm_param() -> CriticNorm:
+def norm_param() -> Normalisation:
     return param("none", help="normalisation in the hidden layers: batch couples the images of a batch "
                               "(refused with gradient penalties), layer and none keep them independent")
 
@@ -142,6 +142,8 @@ class DCGANGenerator(Generator):
     init: Literal["dcgan", "default"] = param("dcgan", help="dcgan: N(0, 0.02) weights; default: PyTorch's")
     normalize_input: bool = param(False, help="project latent vectors onto the unit sphere first (GLANN's "
                                                "generator), so only their direction matters")
+    norm: Normalisation = param("batch", help="normalisation in the hidden layers: batch (DCGAN), layer or none "
+                                          "(the WGAN paper's generator without batch norm)")
     num_classes: int | None = classes_param("a label embedding is appended to the latent vector")
     embedding_dim: int = param(32, ge=1, help="size of the label embedding (class-conditional only)")
 
@@ -150,14 +152,14 @@ class DCGANGenerator(Generator):
         widths = stage_widths(self.width, stages)
         self.embedding = label_embedding(self.num_classes, self.embedding_dim)
         inputs = self.latent_dim + (self.embedding_dim if self.num_classes else 0)
-        # No biases before batch normalisation: its mean subtraction cancels them.
+        bias = self.norm != "batch"  # batch norm's mean subtraction would cancel a bias
         layers: list[nn.Module] = [
-            nn.Linear(inputs, widths[0] * base * base, bias=False),
+            nn.Linear(inputs, widths[0] * base * base, bias=bias),
             nn.Unflatten(1, (widths[0], base, base)),
-            nn.BatchNorm2d(widths[0]), nn.ReLU(),
+            *norm_layers(self.norm, widths[0]), nn.ReLU(),
         ]
         for cin, cout in zip(widths, widths[1:]):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias), *norm_layers(self.norm, cout), nn.ReLU()]
         layers += [nn.ConvTranspose2d(widths[-1], _resolved(self.channels, ctx.channels), 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         if self.init == "dcgan":
@@ -183,7 +185,7 @@ class DCGANCritic(Critic):
     channels: int | None = param(None, ge=1, help="image channels; default: the data's")
     image_size: int | None = param(None, ge=1, help="image side; default: the data's")
     width: int = param(64, ge=1, help="feature maps of the first layer, doubling towards the output")
-    norm: CriticNorm = norm_param()
+    norm: Normalisation = norm_param()
     init: Literal["dcgan", "default"] = param("dcgan", help="dcgan: N(0, 0.02) weights; default: PyTorch's")
     num_classes: int | None = classes_param("projection of the image features on a class embedding")
 

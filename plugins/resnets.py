@@ -17,7 +17,7 @@ from torch import nn
 
 from genframe import Critic, Generator, component, hookimpl, param
 from genframe.context import BuildContext
-from genframe_plugins.networks import (CriticNorm, append_labels, classes_param, halving_plan, label_embedding,
+from genframe_plugins.networks import (Normalisation, append_labels, classes_param, halving_plan, label_embedding,
                                        norm_layers, norm_param, projection_embedding, projection_scores)
 
 
@@ -117,7 +117,7 @@ class ResNetCritic(Critic):
     channels: int | None = param(None, ge=1, help="image channels; default: the data's")
     image_size: int | None = param(None, ge=1, help="image side; default: the data's")
     width: int = param(128, ge=1, help="feature maps of every block")
-    norm: CriticNorm = norm_param()
+    norm: Normalisation = norm_param()
     num_classes: int | None = classes_param("projection of the image features on a class embedding")
 
     def setup(self, ctx: BuildContext) -> None:

@@ -173,10 +173,23 @@ def test_setup_rejects_unsupported_data_size():
         built(DCGANCritic(image_size=9))
 
 
+@pytest.mark.parametrize("norm, layer", [("batch", nn.BatchNorm2d), ("layer", nn.GroupNorm), ("none", None)])
+def test_generator_normalisation_is_a_choice(norm, layer):
+    net = built(DCGANGenerator(latent_dim=8, width=8, norm=norm), image_size=16).net
+    norms = [m for m in net if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+    assert [type(m) for m in norms] == ([layer] * 2 if layer else [])
+    # a bias only where no batch norm follows to cancel it (the output layer always has one)
+    convs = [m for m in net if isinstance(m, (nn.Linear, nn.ConvTranspose2d))]
+    assert [m.bias is not None for m in convs] == [norm != "batch"] * 2 + [True]
+    z = torch.randn(4, 8)
+    images = net(z)
+    assert images.shape == (4, 1, 16, 16) and images.abs().max() <= 1
+
+
 def test_config_and_bounds():
     assert DCGANGenerator().config() == {"type": "dcgan_generator", "latent_dim": 64, "channels": None,
                                          "image_size": None, "width": 64, "init": "dcgan", "normalize_input": False,
-                                         "num_classes": None, "embedding_dim": 32}
+                                         "norm": "batch", "num_classes": None, "embedding_dim": 32}
     with pytest.raises(ValueError, match="width"):
         DCGANCritic(width=0)
 
