@@ -7,6 +7,7 @@ from typing import TypeVar
 import attrs
 import torch
 
+from . import distributed
 from .errors import GenframeError
 from .images import to_float
 from .roles import Component
@@ -34,12 +35,20 @@ class EpochBatches:
     The permutation of epoch ``e`` depends only on (seed, e), so the batch of any step is known
     from the step number alone: resuming needs no data-loader state. The last incomplete batch of
     an epoch is dropped so that every batch has the same shape (needed for CUDA graph capture).
+
+    ``batch_size`` is the global batch; under ``torchrun`` every process draws the same
+    permutation and :meth:`indices` gives this process its contiguous share of each batch.
     """
 
-    def __init__(self, num_examples: int, batch_size: int, *, seed: int, device: torch.device):
+    def __init__(self, num_examples: int, batch_size: int, *, seed: int, device: torch.device,
+                 world: distributed.World = distributed.SINGLE):
         self.num_examples = num_examples
         self.batch_size = min(batch_size, num_examples)
+        if self.batch_size % world.size:
+            raise GenframeError(f"a batch of {self.batch_size} does not split evenly over {world.size} processes")
+        self.local_batch_size = self.batch_size // world.size
         self.steps_per_epoch = num_examples // self.batch_size
+        self.world = world
         self.seed = seed
         self.device = torch.device(device)
         self._epoch = -1
@@ -55,9 +64,10 @@ class EpochBatches:
         return self._perm
 
     def indices(self, step: int) -> torch.Tensor:
+        """Data set positions of this process's examples in the batch of ``step``."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        start = position * self.batch_size
-        return self.permutation(epoch)[start:start + self.batch_size]
+        start = position * self.batch_size + self.world.rank * self.local_batch_size
+        return self.permutation(epoch)[start:start + self.local_batch_size]
 
     def epoch_of(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -88,8 +98,14 @@ class StageContext:
         return to_float(self.images[indices])
 
     def batches(self, batch_size: int) -> EpochBatches:
+        """Batches of ``batch_size`` (the global batch: under torchrun each process gets its share)."""
+        world = distributed.current()
+        usable = min(batch_size, self.build.num_examples)
+        if usable % world.size:
+            raise GenframeError(f"stages[{self.stage_index}].trainer.batch_size: {usable} does not split evenly "
+                                f"over {world.size} processes; use a multiple of {world.size}")
         return EpochBatches(self.build.num_examples, batch_size,
-                            seed=self.build.seed * 7919 + self.stage_index, device=self.device)
+                            seed=self.build.seed * 7919 + self.stage_index, device=self.device, world=world)
 
     def component(self, name: str, role: type[C]) -> C:
         """A named component (already checked by the build to exist with the right role)."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed
 from .build import System
 from .context import BuildContext, StageContext
 from .errors import GenframeError
@@ -121,6 +122,7 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
         comp.setup(ctx)
         if isinstance(comp, ModuleComponent):
             comp.to(device)
+            distributed.convert_batch_norm(comp, device)  # under torchrun: statistics of the global batch
     for stage in system.stages:
         stage.trainer.prepare_components(system.components)  # before any checkpoint is loaded
     _check_sampler_dims(system)
@@ -230,44 +232,86 @@ class Run:
         self.build_ctx: BuildContext | None = None
         self.lr_scale = 1.0  # learning-rate multiplier of the running stage (lowered by rollbacks)
         self.resume_point: tuple[int, int] | None = None  # (stage, step) of the checkpoint resumed from
+        self.world = distributed.current()  # this process's rank among those training the run
 
     @property
     def name(self) -> str:
         return self.system.name
 
     @property
+    def hook(self):
+        """The observer hooks; silent outside rank 0, so that one process reports a distributed run."""
+        return self.registry.hook if self.world.is_main else _SILENT_HOOKS
+
+    @property
     def url(self) -> str:
         return self.storage.url
 
 
+class _SilentHooks:
+    """Stands in for the hook relay on ranks other than 0: every hook call does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda **kwargs: None
+
+
+_SILENT_HOOKS = _SilentHooks()
+
+
 def run(system: System, *, out: str | None = None, device: str | None = None, resume: str | None = None,
         registry: Registry | None = None) -> Run:
-    """Train every stage of ``system`` (or continue the run at ``resume``) and return the finished run."""
+    """Train every stage of ``system`` (or continue the run at ``resume``) and return the finished run.
+
+    Started by ``torchrun``, every process runs this with the same arguments; see
+    :mod:`genframe.distributed` for how they share the work.
+    """
     registry = registry or get_registry()
-    dev = resolve_device(device or system.device)
+    dev = resolve_device(distributed.local_device(device or system.device))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    distributed.join(dev)
+    try:
+        return _run(system, out, dev, resume, registry)
+    finally:
+        distributed.leave()
+
+
+def _open_storage(system: System, out: str | None, resume: str | None) -> tuple[RunStorage, dict | None]:
+    """The run folder and the checkpoint to resume from; only rank 0 creates a new folder."""
     if resume:
         storage = RunStorage.open(resume)
         _check_same_spec(system, storage)
-        checkpoint = storage.load_checkpoint()
-    else:
-        storage = RunStorage.create(out or default_run_url(system.name))
-        checkpoint = None
+        return storage, storage.load_checkpoint()
+    url, problem = distributed.broadcast_object(out or default_run_url(system.name)), None
+    if distributed.current().is_main:
+        try:
+            RunStorage.create(url)
+        except GenframeError as exc:
+            problem = str(exc)
+    problem = distributed.broadcast_object(problem)  # every process stops on rank 0's error
+    if problem:
+        raise GenframeError(problem)
+    return RunStorage(url), None
+
+
+def _run(system: System, out: str | None, dev: torch.device, resume: str | None, registry: Registry) -> Run:
+    storage, checkpoint = _open_storage(system, out, resume)
     seed_everything(system.seed)
     set_matmul_precision(system.precision, dev)
     the_run = Run(system, storage, dev, registry, resumed=checkpoint is not None)
     if checkpoint is not None:
         the_run.resume_point = (checkpoint["stage"], checkpoint["step"])
     the_run.build_ctx = prepare(system, dev)
-    if not resume:
+    if not resume and the_run.world.is_main:
         storage.write_spec(the_run.spec)
         storage.write_json("run.json", {
             "data_shape": {k: getattr(the_run.build_ctx, k)
                            for k in ("num_examples", "channels", "image_size", "num_classes")},
             "genframe": __import__("genframe").__version__, "torch": torch.__version__,
             "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
-            "hardware": hardware(dev),
+            "hardware": {**hardware(dev), "processes": the_run.world.size},
         })
-    hook = registry.hook
+    hook = the_run.hook
     hook.genframe_run_started(run=the_run)
     try:
         _run_with_recovery(the_run, checkpoint)
@@ -278,6 +322,7 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         hook.genframe_run_finished(run=the_run, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     hook.genframe_run_finished(run=the_run, status="completed", error=None)
+    distributed.barrier()  # no process leaves while rank 0 still evaluates and writes
     return the_run
 
 
@@ -361,6 +406,8 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
 
 def _trim_log(the_run: Run, stage: int, step: int) -> None:
     """Drop records written after the checkpoint: those steps run again and are logged again."""
+    if not the_run.world.is_main:
+        return
     order = {s.name: s.index for s in the_run.system.stages}
     records = the_run.storage.read_log()
     kept = [r for r in records if (order.get(r.get("stage"), -1), r.get("step", 0)) <= (stage, step)]
@@ -376,7 +423,12 @@ def _restore_components(system: System, checkpoint: dict) -> None:
 
 def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
                      generator: torch.Generator | None = None, best: dict | None = None) -> None:
-    """Checkpoint the components, RNG states and (mid-stage) the trainer and its random generator."""
+    """Checkpoint the components, RNG states and (mid-stage) the trainer and its random generator.
+
+    Rank 0 writes it: every process holds the same weights, optimiser states and generator states.
+    """
+    if not the_run.world.is_main:
+        return
     payload = {
         "stage": stage_index, "step": step, "spec_name": the_run.system.name, "lr_scale": the_run.lr_scale,
         "components": {n: c.state_dict() for n, c in the_run.system.components.items()
@@ -391,7 +443,7 @@ def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
 
 def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | None:
     """Train one stage from ``start``; returns the best-metric mark for its final checkpoint, if any."""
-    system, hook = the_run.system, the_run.registry.hook
+    system, hook = the_run.system, the_run.hook
     trainer = stage.trainer
     total = trainer.total_steps()
     hook.genframe_stage_started(run=the_run, stage=stage.name, index=stage.index, total_steps=total,
@@ -411,20 +463,29 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
         # Losses are read (one host sync) at the logging interval, and before every checkpoint so
         # that a checkpoint never captures weights that already produced a non-finite loss.
         if done % system.log_every == 0 or done == total or checkpoint_due:
-            means = {k: v.item() / count for k, v in sums.items()}  # the only host sync of the interval
+            means = _interval_means(sums, count)  # the only host sync of the interval
             _check_finite(means, stage.name, done)
-            the_run.storage.log({"stage": stage.name, "step": done,
-                                 "time": round(time.time() - the_run.started, 3), **means})
+            if the_run.world.is_main:
+                the_run.storage.log({"stage": stage.name, "step": done,
+                                     "time": round(time.time() - the_run.started, 3), **means})
             hook.genframe_step_end(run=the_run, stage=stage.name, step=done, total_steps=total, losses=means)
             sums, count = {}, 0
         best = None
-        if done < total and every_eval and done % every_eval == 0:
+        if done < total and every_eval and done % every_eval == 0 and the_run.world.is_main:
             best = _best_mark(the_run, evaluate(the_run, stage, done))
         if checkpoint_due or best is not None:
             _save_checkpoint(the_run, stage.index, done, trainer, ctx.generator, best=best)
-    best = _best_mark(the_run, evaluate(the_run, stage, total))
+    best = _best_mark(the_run, evaluate(the_run, stage, total)) if the_run.world.is_main else None
     hook.genframe_stage_finished(run=the_run, stage=stage.name, index=stage.index)
     return best
+
+
+def _interval_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    """Mean of each logged loss over the interval's steps (and over processes, under torchrun)."""
+    if not sums:
+        return {}
+    stacked = distributed.average_(torch.stack([v.double() for v in sums.values()]) / count)
+    return dict(zip(sums, stacked.tolist()))
 
 
 def _guarded_step(trainer, step: int, stage) -> dict[str, torch.Tensor]:
@@ -475,7 +536,7 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
                                              the_run.device)
     if results:
         storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results, "protocol": protocols})
-    the_run.registry.hook.genframe_evaluated(run=the_run, stage=stage.name, step=step, results=results,
+    the_run.hook.genframe_evaluated(run=the_run, stage=stage.name, step=step, results=results,
                                              images=written)
     return results
 

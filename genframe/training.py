@@ -11,6 +11,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from .context import EpochBatches
+from .distributed import average_gradients_hook
 from .roles import Optimizer, Schedule
 
 
@@ -20,13 +21,15 @@ def build_optimizer(optimizer: Optimizer, params: Any,
 
     ``epoch_progress(step)`` gives the (fractional) epoch and the progress in [0, 1] at a step;
     the scheduler advances once per ``scheduler.step()``, called after every optimiser step.
-    An optimiser without a ``schedule`` field keeps a constant learning rate.
+    An optimiser without a ``schedule`` field keeps a constant learning rate. Under ``torchrun``
+    every step first averages the gradients over processes (see :mod:`genframe.distributed`).
     """
     schedule = getattr(optimizer, "schedule", None)
     if schedule is not None and not isinstance(schedule, Schedule):
         raise TypeError(f"{type(optimizer).__name__}.schedule is {schedule!r}, not a schedule component: "
                         "build the spec, or pass a schedule component")
     torch_optimizer = optimizer.build(params)
+    torch_optimizer.register_step_pre_hook(average_gradients_hook)  # a no-op in a single process
     if schedule is None:
         return torch_optimizer, LambdaLR(torch_optimizer, lambda step: 1.0)
     return torch_optimizer, LambdaLR(torch_optimizer, lambda step: schedule.factor(*epoch_progress(step)))

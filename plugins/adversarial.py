@@ -11,6 +11,7 @@ import torch
 from genframe import (Component, Critic, Divergence, GenframeError, Generator, LipschitzConstraint, Optimizer,
                       Prior, SpecError, Trainer, component, hookimpl, param, ref)
 from genframe.context import StageContext
+from genframe.distributed import per_example
 from genframe.training import Optimisers
 from genframe_plugins._defaults import adam_defaults
 
@@ -91,7 +92,7 @@ class Adversarial(Trainer):
         return self._critic if labels is None else partial(self._critic, labels=labels)
 
     def _fakes(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
-        noise = self._prior.sample(n, device=self._ctx.device, generator=self._ctx.generator)
+        noise = per_example(lambda m: self._prior.sample(m, device=self._ctx.device, generator=self._ctx.generator), n)
         return self._generator(noise) if labels is None else self._generator(noise, labels)
 
     def _critic_step(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -120,7 +121,7 @@ class Adversarial(Trainer):
         for k in range(self.n_critic):
             critic_loss, penalty, real_scores, labels = self._critic_step(step * self.n_critic + k)
         self._critic.requires_grad_(False)  # the generator step needs no critic weight gradients
-        fake_scores = self._scorer(labels)(self._fakes(self._batches.batch_size, labels))
+        fake_scores = self._scorer(labels)(self._fakes(self._batches.local_batch_size, labels))
         generator_loss = self.divergence.generator_loss(fake_scores)
         self._g_opt.zero_grad(set_to_none=True)
         generator_loss.backward()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from genframe import Critic, Divergence, Generator, SpecError, component, hookimpl, param
+from genframe import distributed
 from genframe.context import BuildContext
 from genframe_plugins.networks import halving_plan
 
@@ -120,7 +121,9 @@ class BEGAN(Divergence):
         return fake_scores.float().mean()
 
     def update(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
-        real_energy, fake_energy = real_scores.float().mean(), fake_scores.float().mean()
+        # k_t steers every process's critic loss, so it follows the global batch's energies
+        real_energy, fake_energy = distributed.mean(torch.stack([real_scores.float().mean(),
+                                                                 fake_scores.float().mean()]))
         balance = self.gamma * real_energy - fake_energy
         self._k = (self._k + self.lambda_k * balance).clamp(0.0, 1.0)
         return {"k": self._k, "convergence": real_energy + balance.abs()}

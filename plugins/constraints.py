@@ -6,7 +6,9 @@ that the penalty's own gradient reaches the critic's weights. Gradient norms are
 under autocast the input gradient may be bfloat16, and the penalty is a small difference
 (||g|| - 1) that half precision would mostly round away. With float16 autocast the input gradient
 itself can underflow; bfloat16 has float32's range and does not. Random draws (interpolation
-weights, perturbations, augmentations) use the global generator, which checkpoints save.
+weights, perturbations, augmentations) use the global generator, which checkpoints save; they are
+drawn for the whole global batch (``per_example``), so that under torchrun every process keeps the
+same generator state and each example gets the numbers it would get in a single process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from genframe import Critic, GenframeError, LipschitzConstraint, SpecError, component, hookimpl, param
+from genframe.distributed import per_example
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,7 +41,7 @@ def _per_example(x: torch.Tensor) -> tuple[int, ...]:
 
 def interpolate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """eps * a + (1 - eps) * b with eps ~ U(0, 1) per example; detached, so only the critic is trained."""
-    eps = torch.rand(_per_example(a), device=a.device, dtype=a.dtype)
+    eps = per_example(lambda n: torch.rand((n, *_per_example(a)[1:]), device=a.device, dtype=a.dtype), a.shape[0])
     return eps * a.detach() + (1 - eps) * b.detach()
 
 
@@ -93,7 +96,8 @@ class DRAGAN(_InputGradientPenalty):
 
     def penalty(self, critic: Scorer, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         real = real.detach()
-        noise = torch.rand(real.shape, device=real.device, dtype=real.dtype)
+        noise = per_example(lambda n: torch.rand((n, *real.shape[1:]), device=real.device, dtype=real.dtype),
+                            real.shape[0])
         perturbed = real + self.c * real.float().std().to(real.dtype) * noise
         return self.weight * _norm_excess(critic, interpolate(perturbed, real), one_sided=False)
 
@@ -200,13 +204,14 @@ class Consistency(LipschitzConstraint):
         """T(x): random flips and translations, per image, without leaving the device."""
         n, c, h, w = x.shape
         if self.flip:
-            mirrored = torch.rand(_per_example(x), device=x.device) < 0.5
+            mirrored = per_example(lambda m: torch.rand((m, *_per_example(x)[1:]), device=x.device), n) < 0.5
             x = torch.where(mirrored, x.flip(-1), x)
         if self.shift:
             if self.shift >= min(h, w):
                 raise GenframeError(f"consistency constraint: shift {self.shift} is not smaller than the image side "
                                     f"{min(h, w)}; use shift: {min(h, w) - 1} or less")
-            dy, dx = torch.randint(-self.shift, self.shift + 1, (2, n, 1), device=x.device)
+            dy, dx = per_example(lambda m: torch.randint(-self.shift, self.shift + 1, (m, 2), device=x.device),
+                                 n).T.unsqueeze(-1)
             rows = _source_index(torch.arange(h, device=x.device) - dy, h, self.padding)
             cols = _source_index(torch.arange(w, device=x.device) - dx, w, self.padding)
             x = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))

@@ -16,6 +16,7 @@ from torch import nn
 
 from genframe import Encoder, Posterior, component, hookimpl, param
 from genframe.context import BuildContext
+from genframe.distributed import per_example
 from genframe_plugins.networks import dcgan_init, halving_plan, stage_widths
 
 
@@ -82,7 +83,8 @@ class GaussianEncoder(ConvEncoder):
     def posterior(self, images: torch.Tensor, indices: torch.Tensor, *,
                   generator: torch.Generator | None = None) -> Posterior:
         mean, log_var = self._moments(images)
-        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        eps = per_example(lambda n: torch.randn((n, *mean.shape[1:]), device=mean.device, dtype=mean.dtype,
+                                                generator=generator), mean.shape[0])
         return Posterior(sample=mean + torch.exp(0.5 * log_var) * eps, mean=mean, log_var=log_var)
 
 

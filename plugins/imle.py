@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from genframe import Encoder, Generator, Optimizer, Prior, Trainer, component, hookimpl, param, ref
 from genframe.context import StageContext
+from genframe.distributed import gather_rows, per_example
 from genframe.neighbours import nearest_neighbours
 from genframe.training import Optimisers
 from genframe_plugins._defaults import adam_defaults
@@ -52,15 +53,23 @@ class IMLE(Trainer):
 
     @torch.no_grad()
     def _refresh(self) -> None:
-        """Re-draw the noise pool and pair every target with its nearest mapped sample."""
+        """Re-draw the noise pool and pair every target with its nearest mapped sample.
+
+        Under torchrun every process draws the same pool, maps a share of it and searches the
+        neighbours of a share of the targets among all mapped samples; the shares are gathered, so
+        every process ends with the whole pairing.
+        """
         count = max(1, int(round(self.sample_factor * self._targets.shape[0])))
         pool = self._prior.sample(count, device=self._ctx.device, generator=self._ctx.generator)
         self._model.eval()
         try:
-            mapped = torch.cat([self._model(chunk) for chunk in pool.split(4096)])
+            mapped = gather_rows(lambda start, stop: torch.cat([self._model(chunk)
+                                                                for chunk in pool[start:stop].split(4096)]), count)
         finally:
             self._model.train()
-        nearest, _ = nearest_neighbours(self._targets.flatten(1), mapped.flatten(1))
+        targets, samples = self._targets.flatten(1), mapped.flatten(1)
+        nearest = gather_rows(lambda start, stop: nearest_neighbours(targets[start:stop], samples)[0],
+                              targets.shape[0])
         self._selected = pool[nearest]
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
@@ -70,8 +79,9 @@ class IMLE(Trainer):
         indices = self._batches.indices(step)
         inputs = self._selected[indices]
         if self.noise > 0:
-            inputs = inputs + self.noise * torch.randn(inputs.shape, device=inputs.device,
-                                                       generator=self._ctx.generator)
+            inputs = inputs + self.noise * per_example(
+                lambda n: torch.randn((n, *inputs.shape[1:]), device=inputs.device, generator=self._ctx.generator),
+                inputs.shape[0])
         loss = F.mse_loss(self._model(inputs), self._targets[indices])
         self._optimisers.zero_grad()
         loss.backward()

@@ -16,6 +16,7 @@ import torch
 from genframe import (Component, Encoder, GenframeError, LatentDivergence, Posterior, Prior, SpecError, component,
                       hookimpl, param, ref)
 from genframe.context import StageContext
+from genframe.distributed import per_example
 
 #: Prior samples drawn (with a fixed seed, on the CPU) to measure the prior's spread for the MMD kernels.
 SPREAD_SAMPLES = 10_000
@@ -126,7 +127,8 @@ class MMD(LatentDivergence):
 
     def __call__(self, posterior: Posterior, generator: torch.Generator | None = None) -> torch.Tensor:
         codes = posterior.sample.float()
-        samples = self._prior.sample(codes.shape[0], device=codes.device, generator=generator).float()
+        samples = per_example(lambda n: self._prior.sample(n, device=codes.device, generator=generator),
+                              codes.shape[0]).float()
         return mmd_unbiased(codes, samples, self.kernel, self._bandwidths)
 
 

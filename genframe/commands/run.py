@@ -13,7 +13,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.spec is None and args.resume is None:
         raise GenframeError("give a SPEC to run, or --resume RUN to continue a run")
     finished = train(args.spec, overrides=args.set, out=args.out, device=args.device, resume=args.resume)
-    print(finished.url)
+    if finished.world.is_main:
+        print(finished.url)
     return 0
 
 
