@@ -281,6 +281,10 @@ class Divergence(AdversarialTerm):
 class LipschitzConstraint(AdversarialTerm):
     """Keeps a critic (approximately) Lipschitz: a penalty, a weight projection, or a reparametrisation."""
 
+    #: True when ``penalty`` differentiates the critic's input gradient again (gradient penalties):
+    #: such a critic cannot be compiled, since torch.compile has no double backward.
+    differentiates_twice: ClassVar[bool] = False
+
     def apply(self, critic: Critic) -> None:
         """Called once when the critic's layers exist and before any saved weights are loaded into it,
         so that a reparametrisation (spectral normalisation) is part of what checkpoints hold."""
@@ -365,6 +369,12 @@ class Trainer(Component):
         """Called once after every named component is set up and before any saved weights are
         loaded (also when a finished run is loaded for sampling): structural changes to components,
         such as spectral normalisation, go here so that checkpoints load into that structure."""
+
+    def eager_components(self, components: dict[str, Component]) -> set[str]:
+        """Names of components that ``compile: true`` must leave uncompiled: those this trainer
+        differentiates twice (``torch.compile`` has no double backward), e.g. a critic under a
+        gradient penalty."""
+        return set()
 
     @abc.abstractmethod
     def bind(self, ctx: StageContext) -> None:

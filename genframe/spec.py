@@ -120,6 +120,20 @@ def build_schema(registry: Registry | None = None) -> dict:
             "precision": {"enum": ["fp32", "tf32", "bf16"], "default": "fp32",
                           "description": "fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 (autocast of "
                                          "training steps; penalties keep float32 norms)"},
+            "compile": {
+                "anyOf": [
+                    {"type": "boolean"},
+                    {"type": "object", "additionalProperties": False, "properties": {
+                        "backend": {"type": "string", "default": "inductor",
+                                    "description": "a torch.compile backend (inductor, aot_eager, ...)"},
+                        "mode": {"enum": ["default", "reduce-overhead", "max-autotune",
+                                          "max-autotune-no-cudagraphs"], "default": "default"},
+                    }},
+                ],
+                "default": False,
+                "description": "torch.compile the network components for training: true, or backend/mode options. "
+                               "Critics that a penalty differentiates twice stay eager.",
+            },
             "log_every": {"type": "integer", "minimum": 1, "default": 50},
             "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1000,
                                  "description": "Steps between checkpoints (also at the end of each stage)."},

@@ -54,6 +54,9 @@ class Adversarial(Trainer):
         for constraint in self.constraints:
             constraint.apply(components[self.critic])
 
+    def eager_components(self, components: dict[str, Component]) -> set[str]:
+        return {self.critic} if any(c.differentiates_twice for c in self.constraints) else set()
+
     def bind(self, ctx: StageContext) -> None:
         self._ctx = ctx
         self._generator = ctx.component(self.generator, Generator)

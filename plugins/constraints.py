@@ -48,6 +48,8 @@ def interpolate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class _InputGradientPenalty(LipschitzConstraint):
     """A penalty on the critic's per-example input gradients: wrong when a score depends on the batch."""
 
+    differentiates_twice = True
+
     def check_critic(self, critic: Critic, critic_path: str, path: str) -> None:
         field = critic.batch_coupling()
         if field is not None:
