@@ -24,9 +24,20 @@ class BuildContext:
     image_size: int
     device: torch.device
     seed: int = 0
-    images: torch.Tensor | None = None  # uint8 (N, C, H, W) on ``device``
+    images: torch.Tensor | None = None  # uint8 (N, C, H, W) on ``device``, or pinned in host memory (streamed)
     labels: torch.Tensor | None = None  # int64 (N,) on ``device``, for class-conditional models
     num_classes: int | None = None  # classes in the labels (recorded, so sampling needs no data)
+
+
+def move_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (in host memory) on ``device``, without waiting for a CUDA device.
+
+    Pinned memory is what makes a host-to-device copy asynchronous; PyTorch's caching host
+    allocator keeps the pinned buffer from being reused before the copy has finished.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 class EpochBatches:
@@ -38,10 +49,15 @@ class EpochBatches:
 
     ``batch_size`` is the global batch; under ``torchrun`` every process draws the same
     permutation and :meth:`indices` gives this process its contiguous share of each batch.
+
+    With ``images`` given, :meth:`images` returns a step's batch as floats on ``device``. Images
+    kept in host memory (a data set too large for the device) are gathered on the host with a
+    host copy of the permutation, so the step never waits for the device, and copied from
+    pinned memory asynchronously.
     """
 
     def __init__(self, num_examples: int, batch_size: int, *, seed: int, device: torch.device,
-                 world: distributed.World = distributed.SINGLE):
+                 world: distributed.World = distributed.SINGLE, images: torch.Tensor | None = None):
         self.num_examples = num_examples
         self.batch_size = min(batch_size, num_examples)
         if self.batch_size % world.size:
@@ -51,23 +67,45 @@ class EpochBatches:
         self.world = world
         self.seed = seed
         self.device = torch.device(device)
+        self._images = images
+        self._streamed = images is not None and images.device != self.device
         self._epoch = -1
         self._perm: torch.Tensor | None = None
+        self._host_perm: torch.Tensor | None = None
 
     def permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            gen = torch.Generator(device=self.device)
+            # drawn where the images are, so that streamed batches are gathered without a device sync
+            where = self._images.device if self._streamed else self.device
+            gen = torch.Generator(device=where)
             gen.manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(self.num_examples, generator=gen, device=self.device)
+            perm = torch.randperm(self.num_examples, generator=gen, device=where)
+            self._host_perm = perm if self._streamed else None
+            self._perm = move_to(perm, self.device) if self._streamed else perm
             self._epoch = epoch
         assert self._perm is not None
         return self._perm
 
-    def indices(self, step: int) -> torch.Tensor:
-        """Data set positions of this process's examples in the batch of ``step``."""
+    def _rows(self, step: int) -> tuple[int, slice]:
         epoch, position = divmod(step, self.steps_per_epoch)
         start = position * self.batch_size + self.world.rank * self.local_batch_size
-        return self.permutation(epoch)[start:start + self.local_batch_size]
+        return epoch, slice(start, start + self.local_batch_size)
+
+    def indices(self, step: int) -> torch.Tensor:
+        """Data set positions (on the device) of this process's examples in the batch of ``step``."""
+        epoch, rows = self._rows(step)
+        return self.permutation(epoch)[rows]
+
+    def images(self, step: int) -> torch.Tensor:
+        """The images at :meth:`indices` (``step``) as floats in [-1, 1] on the device."""
+        if self._images is None:
+            raise GenframeError("these batches were made without images")
+        epoch, rows = self._rows(step)
+        perm = self.permutation(epoch)
+        if not self._streamed:
+            return to_float(self._images[perm[rows]])
+        assert self._host_perm is not None
+        return to_float(move_to(self._images[self._host_perm[rows]], self.device))
 
     def epoch_of(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -94,8 +132,15 @@ class StageContext:
         return self.build.images
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
-        """Float images in [-1, 1] for the given data set positions, converted on the device."""
-        return to_float(self.images[indices])
+        """Float images in [-1, 1] on the device at the given data set positions.
+
+        For previews and whole-set passes; training steps use ``EpochBatches.images``, which
+        never waits for the device when the images are streamed from host memory.
+        """
+        images = self.images
+        if images.device == self.device:
+            return to_float(images[indices])
+        return to_float(move_to(images[indices.cpu()], self.device))
 
     def batches(self, batch_size: int) -> EpochBatches:
         """Batches of ``batch_size`` (the global batch: under torchrun each process gets its share)."""
@@ -104,8 +149,8 @@ class StageContext:
         if usable % world.size:
             raise GenframeError(f"stages[{self.stage_index}].trainer.batch_size: {usable} does not split evenly "
                                 f"over {world.size} processes; use a multiple of {world.size}")
-        return EpochBatches(self.build.num_examples, batch_size,
-                            seed=self.build.seed * 7919 + self.stage_index, device=self.device, world=world)
+        return EpochBatches(self.build.num_examples, batch_size, seed=self.build.seed * 7919 + self.stage_index,
+                            device=self.device, world=world, images=self.build.images)
 
     def component(self, name: str, role: type[C]) -> C:
         """A named component (already checked by the build to exist with the right role)."""

@@ -111,7 +111,7 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
                                 "square images (set image_size)")
         shape = {"num_examples": images.shape[0], "channels": images.shape[1], "image_size": images.shape[2],
                  "num_classes": int(labels.max()) + 1 if labels is not None and labels.numel() else None}
-        images = images.to(device)
+        images = place_images(images, device, system.data_placement)
         labels = labels.to(device) if labels is not None else None
     elif data_shape is not None:
         shape = data_shape
@@ -128,6 +128,20 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
     _check_sampler_dims(system)
     _check_image_shape(system, ctx)
     return ctx
+
+
+#: Share of the device's free memory that ``data_placement: auto`` lets the images take.
+DEVICE_DATA_SHARE = 0.25
+
+
+def place_images(images: torch.Tensor, device: torch.device, placement: str) -> torch.Tensor:
+    """The uint8 images where training reads them: on the device, or pinned in host memory."""
+    if device.type != "cuda":
+        return images.to(device)  # the CPU (and MPS's unified memory) have nothing to stream from
+    if placement == "auto":
+        free, _ = torch.cuda.mem_get_info(device)
+        placement = "device" if images.numel() * images.element_size() <= DEVICE_DATA_SHARE * free else "host"
+    return images.to(device) if placement == "device" else images.pin_memory()
 
 
 def compile_components(system: System) -> list[str]:

@@ -167,16 +167,18 @@ class Encoder(ModuleComponent):
         """Codes of a whole data set (uint8 images are converted batch by batch).
 
         In evaluation mode, so that batch normalisation uses (and does not update) its running statistics.
+        Images in host memory (a streamed data set) are moved to the encoder's device chunk by chunk.
         """
         from .images import to_float
 
+        device = next(self.parameters(), images).device
         was_training = self.training
         self.eval()
         try:
             chunks = []
             for start in range(0, images.shape[0], batch_size):
-                idx = torch.arange(start, min(start + batch_size, images.shape[0]), device=images.device)
-                chunks.append(self.encode(to_float(images[idx]), idx))
+                idx = torch.arange(start, min(start + batch_size, images.shape[0]), device=device)
+                chunks.append(self.encode(to_float(images[start:start + idx.shape[0]].to(device)), idx))
         finally:
             self.train(was_training)
         return torch.cat(chunks)

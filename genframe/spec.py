@@ -134,6 +134,13 @@ def build_schema(registry: Registry | None = None) -> dict:
                 "description": "torch.compile the network components for training: true, or backend/mode options. "
                                "Critics that a penalty differentiates twice stay eager.",
             },
+            "data_placement": {
+                "enum": ["auto", "device", "host"], "default": "auto",
+                "description": "device: the uint8 images live on the device and batches are gathered there; host: "
+                               "they stay in pinned host memory and each batch is copied asynchronously (data "
+                               "sets larger than the device's memory); auto: device when they take at most a "
+                               "quarter of its free memory",
+            },
             "log_every": {"type": "integer", "minimum": 1, "default": 50},
             "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1000,
                                  "description": "Steps between checkpoints (also at the end of each stage)."},

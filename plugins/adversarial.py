@@ -100,7 +100,7 @@ class Adversarial(Trainer):
 
     def _critic_step(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         indices = self._batches.indices(batch)
-        real = self._ctx.batch(indices)
+        real = self._batches.images(batch)
         labels = None if self._labels is None else self._labels[indices]
         with torch.no_grad():
             fake = self._fakes(real.shape[0], labels)

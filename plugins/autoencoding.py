@@ -58,7 +58,7 @@ class Autoencoding(Trainer):
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         indices = self._batches.indices(step)
-        images = self._ctx.batch(indices)
+        images = self._batches.images(step)
         posterior = self._encoder.posterior(images, indices, generator=self._ctx.generator)
         reconstruction = self.loss(self._generator(posterior.sample), images)
         logged = {}
