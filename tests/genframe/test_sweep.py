@@ -148,7 +148,7 @@ select: {metric: brightness}
 @pytest.mark.parametrize("search, field, message", [
     ("stages.0.trainer.optimizer.lrr: {uniform: [0.1, 0.2]}", "search.stages.0.trainer.optimizer.lrr",
      r"no such field in the spec of model 'a' \(.*/specs/a.yaml\): stages.0.trainer.optimizer has no field 'lrr'; "
-     "its fields: betas, eps, lr, schedule, type, weight_decay"),
+     "its fields: betas, eps, fused, lr, schedule, type, weight_decay"),
     ("components.generatr.width: {int: [4, 8]}", "search.components.generatr.width",
      "components has no field 'generatr'; its fields: codes, generator, noise"),
     ("stages.3.trainer.epochs: {int: [1, 2]}", "search.stages.3.trainer.epochs",

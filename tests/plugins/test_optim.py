@@ -54,6 +54,16 @@ def test_rmsprop_steps_equal_torch_rmsprop():
         assert torch.equal(a, b)
 
 
+def test_fused_adam_follows_the_reference_adam():
+    (ours, theirs), x = two_parameter_sets()
+    built = Adam(lr=1e-2, weight_decay=0.01, fused=True, schedule=Constant()).build(ours)
+    assert built.defaults["fused"] is True and built.defaults["foreach"] is None
+    take_steps(built, ours, x, steps=5)
+    take_steps(torch.optim.Adam(theirs, lr=1e-2, betas=(0.5, 0.999), weight_decay=0.01), theirs, x, steps=5)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # one kernel, other rounding order
+
+
 def test_cpu_parameters_get_no_device_options():
     (ours, _), _ = two_parameter_sets()
     built = Adam(schedule=Constant()).build(ours)
@@ -112,7 +122,7 @@ def test_spec_building_creates_the_default_schedule():
     adam = instantiate("optimizer", {"type": "adam", "betas": [0.0, 0.9]}, "opt", "<test>", registry)
     assert isinstance(adam.schedule, Constant) and adam.betas == (0.0, 0.9)
     assert adam.config() == {"type": "adam", "lr": 2e-4, "betas": [0.0, 0.9], "eps": 1e-8,
-                             "weight_decay": 0.0, "schedule": {"type": "constant"}}
+                             "weight_decay": 0.0, "fused": False, "schedule": {"type": "constant"}}
     rms = instantiate("optimizer", {"type": "rmsprop", "schedule": {"type": "step", "every_epochs": 5}},
                       "opt", "<test>", registry)
     assert isinstance(rms.schedule, Step) and rms.schedule.gamma == 0.5
