@@ -3,21 +3,12 @@ import torch
 
 from genframe.neighbours import nearest_neighbours
 
-
-def brute_force(queries, candidates):
-    """Reference: float64 distance matrix and its argmin."""
-    q = queries.reshape(len(queries), -1).double()
-    c = candidates.reshape(len(candidates), -1).double()
-    d = torch.cdist(q, c).square()
-    return d.argmin(1), d.min(1).values
+from .neighbour_cases import brute_force, near_ties, tie_gap
 
 
 def check_tie_free(queries, candidates):
     """The two smallest reference distances of every query differ clearly: argmin is unambiguous."""
-    q = queries.reshape(len(queries), -1).double()
-    c = candidates.reshape(len(candidates), -1).double()
-    two = torch.cdist(q, c).square().topk(2, dim=1, largest=False).values
-    assert (two[:, 1] - two[:, 0]).min() > 1e-6
+    assert tie_gap(queries, candidates) > 1e-6
 
 
 @pytest.mark.parametrize("nq, nc, dim, chunk_q, chunk_c, rerank", [
@@ -62,18 +53,8 @@ def test_exact_match_has_zero_distance():
 
 
 def test_reranking_fixes_float32_cancellation():
-    # Large-norm near-duplicates: every candidate is base + a small offset with |base| ~ 1e4, so
-    # |q|^2 - 2 q.c + |c|^2 subtracts numbers ~1e8 whose float32 spacing (~8) dwarfs the
-    # differences between candidates (< 1). The expansion then orders the 6 near-duplicates of
-    # each query by rounding noise; exact re-ranking of the shortlist recovers the true winner.
-    gen = torch.Generator().manual_seed(5)
-    num_queries, cluster, dim = 40, 6, 32
-    bases = torch.randn(num_queries, dim, generator=gen, dtype=torch.float64)
-    bases = 1e4 * bases / bases.norm(dim=1, keepdim=True)
-    offsets = torch.randn(num_queries, cluster, dim, generator=gen, dtype=torch.float64) * 0.1
-    # fp32-representable data, so that any error comes from the search, not from rounding inputs
-    candidates = (bases[:, None, :] + offsets).reshape(-1, dim).float()
-    queries = (bases + 0.1 * torch.randn(num_queries, dim, generator=gen, dtype=torch.float64)).float()
+    num_queries, cluster = 40, 6
+    queries, candidates = near_ties(num_queries, cluster)
     check_tie_free(queries, candidates)
     ref_idx, ref_dist = brute_force(queries, candidates)
     # the true neighbour is in the query's own cluster, which holds the only nearby candidates

@@ -18,17 +18,18 @@ pytest.importorskip("triton")
 
 from genframe.neighbours import nearest_neighbours
 
+from ..conftest import REPO
+
 _CASES = textwrap.dedent(r'''
     import json
     import torch
     from genframe import _neighbours_triton as kernels
     from genframe.neighbours import nearest_neighbours
+    from tests.genframe.neighbour_cases import brute_force, near_ties, tie_gap
 
     def reference(q, c):
-        d = torch.cdist(q.flatten(1).double(), c.flatten(1).double()).square()
-        two = d.topk(min(2, d.shape[1]), dim=1, largest=False).values
-        gap = (two[:, 1] - two[:, 0]).min().item() if d.shape[1] > 1 else 1.0
-        return d.argmin(1), d.min(1).values, gap
+        idx, dist = brute_force(q, c)
+        return idx, dist, tie_gap(q, c)
 
     def compare(q, c, **kw):
         ref_idx, ref_dist, gap = reference(q, c)
@@ -43,17 +44,9 @@ _CASES = textwrap.dedent(r'''
         gen = torch.Generator().manual_seed(seed)
         return torch.randn(nq, dim, generator=gen).to(dtype), torch.randn(nc, dim, generator=gen).to(dtype)
 
-    def near_ties():
-        # Large-norm near-duplicates (as in test_neighbours.py): |q|^2 + |c|^2 - 2 q.c cancels
-        # numbers ~1e8 whose float32 spacing (~8) dwarfs the differences between a query's 6
-        # candidates, so the expansion's order is noise and only the exact re-rank finds the winner.
-        gen = torch.Generator().manual_seed(5)
-        nq, cluster, dim = 40, 6, 32
-        bases = torch.randn(nq, dim, generator=gen, dtype=torch.float64)
-        bases = 1e4 * bases / bases.norm(dim=1, keepdim=True)
-        offsets = torch.randn(nq, cluster, dim, generator=gen, dtype=torch.float64) * 0.1
-        c = (bases[:, None, :] + offsets).reshape(-1, dim).float()
-        q = (bases + 0.1 * torch.randn(nq, dim, generator=gen, dtype=torch.float64)).float()
+    def near_ties_need_rerank():
+        q, c = near_ties()
+        nq = len(q)
         ref_idx = reference(q, c)[0]
         plain, _ = nearest_neighbours(q, c, method="triton", rerank=1)
         top1_wrong = (plain != ref_idx).sum().item()
@@ -102,7 +95,7 @@ _CASES = textwrap.dedent(r'''
                                                       compare(*data(30, 90, 16, 9), rerank=3)))),
         "small_blocks_and_splits": small_blocks,
         "crowded_tile": crowded_tile,
-        "near_ties_need_rerank": near_ties,
+        "near_ties_need_rerank": near_ties_need_rerank,
         "exact_match": exact_match,
     }
     results = {}
@@ -122,8 +115,8 @@ CASES = ["ragged_shapes", "image_shaped_inputs", "fewer_candidates_than_k", "one
 @pytest.fixture(scope="module")
 def interpreted():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", _CASES], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run([sys.executable, "-c", _CASES], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS")]
     assert proc.returncode == 0 and lines, f"interpreter run failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(lines[-1][len("RESULTS"):])
