@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from typing import Callable, Iterable
 
 import attrs
@@ -51,6 +52,8 @@ class World:
 
 
 SINGLE = World()
+#: How long a process waits in a collective: long enough for rank 0's evaluations.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 _current = SINGLE
 _owns_group = False  # whether join() created the process group (a caller's own group is left alone)
 
@@ -77,7 +80,8 @@ def join(device: torch.device) -> World:
     if not dist.is_available():
         raise GenframeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # rank 0 evaluates (FID, sample grids) while the others wait at their next collective
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
         _owns_group = True
     _current = World(rank=dist.get_rank(), size=dist.get_world_size(),
                      local_rank=int(os.environ.get("LOCAL_RANK", "0")))
@@ -94,7 +98,13 @@ def leave() -> None:
 
 def local_device(name: str) -> str:
     """The device of this process: ``cuda`` / ``auto`` mean the GPU numbered by LOCAL_RANK under a launcher."""
-    if not launched() or name not in ("auto", "cuda"):
+    if not launched():
+        return name
+    if name.startswith("cuda:"):
+        raise GenframeError(f"device: {name!r} would put every process on one GPU; under torchrun each process "
+                            "takes the GPU of its LOCAL_RANK: use device: cuda or auto (CUDA_VISIBLE_DEVICES "
+                            "chooses the GPUs)")
+    if name not in ("auto", "cuda"):
         return name
     if name == "auto" and not torch.cuda.is_available():
         return "cpu"

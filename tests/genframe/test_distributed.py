@@ -188,5 +188,6 @@ def test_the_device_of_a_process_follows_local_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert distributed.local_device("cuda") == "cuda:3"
     assert distributed.local_device("cpu") == "cpu"
-    assert distributed.local_device("cuda:1") == "cuda:1"  # an explicit device is the user's choice
+    with pytest.raises(GenframeError, match="would put every process on one GPU"):
+        distributed.local_device("cuda:1")
     assert distributed.local_device("auto") == ("cuda:3" if torch.cuda.is_available() else "cpu")
