@@ -56,6 +56,7 @@ SINGLE = World()
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
 _current = SINGLE
 _owns_group = False  # whether join() created the process group (a caller's own group is left alone)
+_warned_batch_norm = False
 
 
 def current() -> World:
@@ -203,6 +204,3 @@ def convert_batch_norm(module: torch.nn.Module, device: torch.device) -> None:
         print("genframe: warning: batch normalisation runs per process on the CPU (SyncBatchNorm needs CUDA); "
               "results differ slightly from one process with the same global batch", file=sys.stderr)
     _warned_batch_norm = True
-
-
-_warned_batch_norm = False
