@@ -14,49 +14,23 @@ Prints one line per procedure with steps/s of each side and their ratio (genfram
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-import yaml
-
-from genframe.api import train
-from genframe.context import BuildContext
-from genframe.engine import resolve_device
-from genframe.images import to_float
-from genframe.storage import RunStorage
-from genframe_plugins.data import Digits
+from _common import built, environment, genframe_log, load_images, sync, write_json
 from genframe_plugins.latents import LatentCodes
 from genframe_plugins.networks import DCGANCritic, DCGANGenerator
 
+from genframe.engine import resolve_device
+from genframe.images import to_float
+
 BATCH = 64
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _data(device: torch.device) -> torch.Tensor:
-    images, _ = Digits(image_size=16).load()
-    return images.to(device)
-
-
-def _built(images: torch.Tensor, device: torch.device, *modules):
-    """The modules sized for ``images`` and moved to ``device``, as the engine prepares them."""
-    ctx = BuildContext(num_examples=images.shape[0], channels=1, image_size=16, device=device, seed=0, images=images)
-    for module in modules:
-        module.setup(ctx)
-        module.to(device)
-    return modules
+DATA = {"type": "digits", "image_size": 16}
 
 
 def hand_written_glo(images: torch.Tensor, device: torch.device, steps: int, warmup: int) -> float:
     """Steps per second of a plain GLO loop: codes + generator, squared error, Adam on both."""
-    codes, generator = _built(images, device, LatentCodes(dim=16, init="random"),
+    codes, generator = built(images, device, LatentCodes(dim=16, init="random"),
                               DCGANGenerator(latent_dim=16, width=32))
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_z = torch.optim.Adam(codes.parameters(), lr=1e-2, betas=(0.5, 0.999))
@@ -65,7 +39,7 @@ def hand_written_glo(images: torch.Tensor, device: torch.device, steps: int, war
     perm = torch.randperm(n, device=device)
     for step in range(warmup + steps):
         if step == warmup:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
         if step % per_epoch == 0:
             perm = torch.randperm(n, device=device)
@@ -79,19 +53,19 @@ def hand_written_glo(images: torch.Tensor, device: torch.device, steps: int, war
         opt_z.step()
         with torch.no_grad():
             codes.codes.copy_(torch.nn.functional.normalize(codes.codes, dim=1))
-    _sync(device)
+    sync(device)
     return steps / (time.perf_counter() - start)
 
 
 def hand_written_wgan_gp(images: torch.Tensor, device: torch.device, steps: int, warmup: int) -> float:
     """Generator steps per second of a plain WGAN-GP loop (n_critic 5, lambda 10, Adam(0, 0.9))."""
-    g, d = _built(images, device, DCGANGenerator(latent_dim=64, width=32), DCGANCritic(width=32))
+    g, d = built(images, device, DCGANGenerator(latent_dim=64, width=32), DCGANCritic(width=32))
     opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.0, 0.9))
     n = images.shape[0]
     for step in range(warmup + steps):
         if step == warmup:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
         for _ in range(5):
             real = to_float(images[torch.randint(n, (BATCH,), device=device)])
@@ -111,12 +85,12 @@ def hand_written_wgan_gp(images: torch.Tensor, device: torch.device, steps: int,
         g_loss.backward()
         opt_g.step()
         d.requires_grad_(True)
-    _sync(device)
+    sync(device)
     return steps / (time.perf_counter() - start)
 
 
 def _spec(kind: str, steps: int, warmup: int, device: str) -> dict:
-    base = {"name": f"overhead-{kind}", "seed": 0, "device": device, "data": {"type": "digits", "image_size": 16},
+    base = {"name": f"overhead-{kind}", "seed": 0, "device": device, "data": DATA,
             "log_every": warmup, "checkpoint_every": 10**9, "evaluation": {"n_samples": 4}}
     if kind == "glo":
         per_epoch = 1797 // BATCH
@@ -141,14 +115,10 @@ def _spec(kind: str, steps: int, warmup: int, device: str) -> dict:
 
 def genframe_rate(kind: str, steps: int, warmup: int, device: str) -> float:
     """Steps per second of genframe between its first logging point (after warm-up) and ``steps`` later."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "spec.yaml"
-        path.write_text(yaml.safe_dump(_spec(kind, steps, warmup, device)))
-        finished = train(str(path), out=str(Path(tmp) / "run"))
-        log = [r for r in RunStorage.open(finished.url).read_log() if "event" not in r]
-        first = next(r for r in log if r["step"] == warmup)
-        last = next(r for r in log if r["step"] >= warmup + steps)
-        return (last["step"] - first["step"]) / (last["time"] - first["time"])
+    log = genframe_log(_spec(kind, steps, warmup, device), device)
+    first = next(r for r in log if r["step"] == warmup)
+    last = next(r for r in log if r["step"] >= warmup + steps)
+    return (last["step"] - first["step"]) / (last["time"] - first["time"])
 
 
 def main() -> None:
@@ -160,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    images = _data(device)
+    images = load_images(DATA, device)
     results = []
     for kind, by_hand in (("glo", hand_written_glo), ("wgan_gp", hand_written_wgan_gp)):
         # The log records every `warmup` steps; round the timed span to whole logging intervals.
@@ -171,13 +141,7 @@ def main() -> None:
                         "genframe_steps_per_s": ours, "ratio": ours / reference})
         print(f"{kind:8s} hand-written {reference:8.2f} steps/s   genframe {ours:8.2f} steps/s   "
               f"ratio {ours / reference:.3f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "gpu": torch.cuda.get_device_name(device)
-                               if device.type == "cuda" else None, "torch": torch.__version__,
-                               "platform": platform.platform(), "threads": torch.get_num_threads(),
-                               "batch": BATCH, "results": results}, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, {**environment(device), "batch": BATCH, "results": results})
 
 
 if __name__ == "__main__":
