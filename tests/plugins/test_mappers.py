@@ -27,8 +27,8 @@ def n_params(module: nn.Module) -> int:
 def test_glann_default_architecture():
     m = built()
     layers = list(m.net)
-    assert [type(l) for l in layers] == [nn.Linear, nn.BatchNorm1d, nn.ReLU] * 2 + [nn.Linear]
-    assert [(l.in_features, l.out_features) for l in layers if isinstance(l, nn.Linear)] == \
+    assert [type(layer) for layer in layers] == [nn.Linear, nn.BatchNorm1d, nn.ReLU] * 2 + [nn.Linear]
+    assert [(layer.in_features, layer.out_features) for layer in layers if isinstance(layer, nn.Linear)] == \
         [(32, 128), (128, 128), (128, 64)]
     # Hidden linears have no bias (batch norm shifts instead); the output layer keeps its bias.
     expected = 32 * 128 + 2 * 128 + 128 * 128 + 2 * 128 + 128 * 64 + 64
@@ -48,8 +48,8 @@ def test_forward_shape_and_batch_dependence():
 
 def test_without_batch_norm_and_with_leaky_relu():
     m = built(in_dim=4, out_dim=2, hidden=[6, 5], batch_norm=False, activation="leaky_relu")
-    assert not any(isinstance(l, nn.BatchNorm1d) for l in m.net)
-    leaky = [l for l in m.net if isinstance(l, nn.LeakyReLU)]
+    assert not any(isinstance(layer, nn.BatchNorm1d) for layer in m.net)
+    leaky = [layer for layer in m.net if isinstance(layer, nn.LeakyReLU)]
     assert len(leaky) == 2 and leaky[0].negative_slope == 0.2
     assert n_params(m) == (4 * 6 + 6) + (6 * 5 + 5) + (5 * 2 + 2)
     with torch.no_grad():
