@@ -13,7 +13,8 @@ from .registry import Registry, get_registry
 from .roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
 
 #: Top-level settings and their defaults (the schema declares the same defaults for editors).
-DEFAULTS = {"seed": 0, "device": "auto", "precision": "fp32", "compile": False, "data_placement": "auto",
+DEFAULTS = {"seed": 0, "device": "auto", "precision": "fp32", "compile": False, "channels_last": False,
+            "data_placement": "auto",
             "log_every": 50,
             "checkpoint_every": 1000, "keep_checkpoints": 3, "best_checkpoint": None}
 EVALUATION_DEFAULTS = {"every": None, "n_samples": 64}
@@ -45,6 +46,7 @@ class System:
     device: str
     precision: str
     compile: bool | dict
+    channels_last: bool
     data_placement: str
     data: Dataset
     components: dict[str, Component]
@@ -61,7 +63,7 @@ class System:
         """The spec with every default written out: what the run folder records."""
         return {
             "name": self.name, "seed": self.seed, "device": self.device, "precision": self.precision,
-            "compile": self.compile, "data_placement": self.data_placement,
+            "compile": self.compile, "channels_last": self.channels_last, "data_placement": self.data_placement,
             "data": self.data.config(),
             "components": {name: c.config() for name, c in self.components.items()},
             "stages": [{"name": s.name, "trainer": s.trainer.config(), "sample": s.sample} for s in self.stages],

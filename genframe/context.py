@@ -27,6 +27,7 @@ class BuildContext:
     images: torch.Tensor | None = None  # uint8 (N, C, H, W) on ``device``, or pinned in host memory (streamed)
     labels: torch.Tensor | None = None  # int64 (N,) on ``device``, for class-conditional models
     num_classes: int | None = None  # classes in the labels (recorded, so sampling needs no data)
+    channels_last: bool = False  # training batches in NHWC memory order (the spec's channels_last)
 
 
 def move_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -57,7 +58,8 @@ class EpochBatches:
     """
 
     def __init__(self, num_examples: int, batch_size: int, *, seed: int, device: torch.device,
-                 world: distributed.World = distributed.SINGLE, images: torch.Tensor | None = None):
+                 world: distributed.World = distributed.SINGLE, images: torch.Tensor | None = None,
+                 channels_last: bool = False):
         self.num_examples = num_examples
         self.batch_size = min(batch_size, num_examples)
         if self.batch_size % world.size:
@@ -68,6 +70,7 @@ class EpochBatches:
         self.seed = seed
         self.device = torch.device(device)
         self._images = images
+        self._format = torch.channels_last if channels_last else torch.contiguous_format
         self._streamed = images is not None and images.device != self.device
         self._epoch = -1
         self._perm: torch.Tensor | None = None
@@ -103,9 +106,11 @@ class EpochBatches:
         epoch, rows = self._rows(step)
         perm = self.permutation(epoch)
         if not self._streamed:
-            return to_float(self._images[perm[rows]])
-        assert self._host_perm is not None
-        return to_float(move_to(self._images[self._host_perm[rows]], self.device))
+            batch = self._images[perm[rows]]
+        else:
+            assert self._host_perm is not None
+            batch = move_to(self._images[self._host_perm[rows]], self.device)
+        return to_float(batch.contiguous(memory_format=self._format))
 
     def epoch_of(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -150,7 +155,8 @@ class StageContext:
             raise GenframeError(f"stages[{self.stage_index}].trainer.batch_size: {usable} does not split evenly "
                                 f"over {world.size} processes; use a multiple of {world.size}")
         return EpochBatches(self.build.num_examples, batch_size, seed=self.build.seed * 7919 + self.stage_index,
-                            device=self.device, world=world, images=self.build.images)
+                            device=self.device, world=world, images=self.build.images,
+                            channels_last=self.build.channels_last)
 
     def component(self, name: str, role: type[C]) -> C:
         """A named component (already checked by the build to exist with the right role)."""

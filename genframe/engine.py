@@ -117,11 +117,12 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
         shape = data_shape
     else:
         raise GenframeError("either load the data or pass its recorded shape")
-    ctx = BuildContext(device=device, seed=system.seed, images=images, labels=labels, **shape)
+    ctx = BuildContext(device=device, seed=system.seed, images=images, labels=labels,
+                       channels_last=system.channels_last, **shape)
     for comp in system.components.values():
         comp.setup(ctx)
         if isinstance(comp, ModuleComponent):
-            comp.to(device)
+            comp.to(device, memory_format=torch.channels_last if system.channels_last else torch.preserve_format)
             distributed.convert_batch_norm(comp, device)  # under torchrun: statistics of the global batch
     for stage in system.stages:
         stage.trainer.prepare_components(system.components)  # before any checkpoint is loaded

@@ -134,6 +134,11 @@ def build_schema(registry: Registry | None = None) -> dict:
                 "description": "torch.compile the network components for training: true, or backend/mode options. "
                                "Critics that a penalty differentiates twice stay eager.",
             },
+            "channels_last": {
+                "type": "boolean", "default": False,
+                "description": "convolution weights and image batches in channels-last (NHWC) memory order, "
+                               "which tensor-core convolutions prefer on CUDA; measure before keeping it",
+            },
             "data_placement": {
                 "enum": ["auto", "device", "host"], "default": "auto",
                 "description": "device: the uint8 images live on the device and batches are gathered there; host: "

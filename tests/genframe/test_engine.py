@@ -332,3 +332,19 @@ def test_compile_true_builds_with_inductor(tiny_spec, write_spec, tmp_path):
     tiny_spec["compile"] = True
     log = RunStorage.open(train(write_spec(tiny_spec), out=str(tmp_path / "run")).url).read_log()
     assert log and all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+
+
+@pytest.mark.parametrize("make_spec", [lambda spec: spec, lambda spec: _small_wgan_gp()], ids=["glann", "wgan_gp"])
+def test_channels_last_changes_the_memory_order_not_the_training(make_spec, tiny_spec, write_spec, tmp_path):
+    spec = make_spec(tiny_spec)
+    default = train(write_spec(spec), out=str(tmp_path / "default"))
+    spec["channels_last"] = True
+    nhwc = train(write_spec(spec, "nhwc.yaml"), out=str(tmp_path / "nhwc"))
+    a, b = _training_losses(default.url), _training_losses(nhwc.url)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert rb == pytest.approx(ra, rel=1e-4, abs=1e-6)
+    convs = [m for m in nhwc.system.components["generator"].modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    batches = nhwc.system.stages[0].trainer._batches
+    assert batches.images(0).is_contiguous(memory_format=torch.channels_last)
