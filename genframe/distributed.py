@@ -120,11 +120,17 @@ def per_example(draw: Callable[[int], torch.Tensor], n: int) -> torch.Tensor:
     return draw(n * world.size)[world.rank * n:(world.rank + 1) * n]
 
 
+def sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Replace ``tensor`` by its sum over processes, in place (a no-op in one process)."""
+    if _current.active:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def average_(tensor: torch.Tensor) -> torch.Tensor:
     """Replace ``tensor`` by its mean over processes, in place (a no-op in one process)."""
     if _current.active:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor.div_(_current.size)
+        sum_(tensor).div_(_current.size)
     return tensor
 
 

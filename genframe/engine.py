@@ -518,8 +518,10 @@ def _interval_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, floa
     """Mean of each logged loss over the interval's steps (and over processes, under torchrun)."""
     if not sums:
         return {}
-    stacked = distributed.average_(torch.stack([v.double() for v in sums.values()]) / count)
-    return dict(zip(sums, stacked.tolist()))
+    # summed on the device (float32: MPS has no float64), divided on the host in double precision
+    totals = distributed.sum_(torch.stack([v.float() for v in sums.values()])).tolist()
+    steps = count * distributed.current().size
+    return {key: total / steps for key, total in zip(sums, totals)}
 
 
 def _guarded_step(trainer, step: int, stage) -> dict[str, torch.Tensor]:
