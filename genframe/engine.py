@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .build import System
+from .build import System, build
 from .context import BuildContext, StageContext
 from .errors import GenframeError
 from .evaluation import compute_metrics
@@ -309,11 +309,12 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         distributed.leave()
 
 
-def _open_storage(system: System, out: str | None, resume: str | None) -> tuple[RunStorage, dict | None]:
+def _open_storage(system: System, out: str | None, resume: str | None,
+                  registry: Registry) -> tuple[RunStorage, dict | None]:
     """The run folder and the checkpoint to resume from; only rank 0 creates a new folder."""
     if resume:
         storage = RunStorage.open(resume)
-        _check_same_spec(system, storage)
+        _check_same_spec(system, storage, registry)
         return storage, storage.load_checkpoint()
     url, problem = distributed.broadcast_object(out or default_run_url(system.name)), None
     if distributed.current().is_main:
@@ -328,7 +329,7 @@ def _open_storage(system: System, out: str | None, resume: str | None) -> tuple[
 
 
 def _run(system: System, out: str | None, dev: torch.device, resume: str | None, registry: Registry) -> Run:
-    storage, checkpoint = _open_storage(system, out, resume)
+    storage, checkpoint = _open_storage(system, out, resume, registry)
     seed_everything(system.seed)
     set_matmul_precision(system.precision, dev)
     the_run = Run(system, storage, dev, registry, resumed=checkpoint is not None)
@@ -387,8 +388,10 @@ def _run_with_recovery(the_run: Run, checkpoint: dict | None) -> None:
                   f"{checkpoint['step']} with learning rates x{lr_scale:g}", file=sys.stderr)
 
 
-def _check_same_spec(system: System, storage: RunStorage) -> None:
-    recorded = storage.read_spec()
+def _check_same_spec(system: System, storage: RunStorage, registry: Registry) -> None:
+    """Refuse to resume with another spec. The recorded spec is rebuilt first, so that settings
+    added to genframe since the run began take their defaults on both sides."""
+    recorded = build(storage.read_spec(), f"{storage.url}/spec.yaml", registry).resolved_spec()
     current = system.resolved_spec()
     if recorded != current:
         diffs = _diff(recorded, current)
@@ -588,7 +591,6 @@ def _write_grid(storage: RunStorage, rel: str, images: torch.Tensor, nrow: int |
 def load_trained(run_url: str, *, device: str | None = None, registry: Registry | None = None,
                  checkpoint: str = "last") -> tuple[System, torch.device]:
     """Rebuild a run's system from its folder and load its weights (``last`` or ``best``; no data needed)."""
-    from .build import build
     from .spec import validate
 
     registry = registry or get_registry()

@@ -348,3 +348,20 @@ def test_channels_last_changes_the_memory_order_not_the_training(make_spec, tiny
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     batches = nhwc.system.stages[0].trainer._batches
     assert batches.images(0).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_run_recorded_before_new_settings_existed_still_resumes(tiny_spec, write_spec, tmp_path):
+    out = tmp_path / "run"
+    tiny_spec["keep_checkpoints"] = 10
+    train(write_spec(tiny_spec), out=str(out))
+    storage = RunStorage.open(str(out))
+    recorded = storage.read_spec()
+    for setting in ("compile", "channels_last", "data_placement"):  # as an older genframe wrote it
+        del recorded[setting]
+    del recorded["components"]["generator"]["norm"]
+    storage.write_spec(recorded)
+    index = storage.read_json("checkpoints/index.json")
+    index["checkpoints"] = [e for e in index["checkpoints"] if (e["stage"], e["step"]) <= (0, 4)]
+    storage.write_json("checkpoints/index.json", index)
+    resumed = train(resume=str(out))  # the run's own spec, rebuilt with today's defaults
+    assert resumed.resume_point == (0, 4)
