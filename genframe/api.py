@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 
 from .build import System, build
-from .engine import Run, load_trained, run, sample_images
+from .engine import Run, class_index, load_trained, run, sample_images
 from .registry import Registry, get_registry
 from .spec import load_spec
 from .storage import RunStorage
@@ -32,8 +32,14 @@ def train(spec_url: str | None = None, *, overrides: Iterable[str] = (), out: st
     return run(system, out=out, device=device, resume=resume, registry=registry)
 
 
-def sample(run_url: str, n: int, *, seed: int = 0, label: int | None = None, device: str | None = None,
+def sample(run_url: str, n: int, *, seed: int = 0, label: int | str | None = None, device: str | None = None,
            checkpoint: str = "last", registry: Registry | None = None) -> tuple[torch.Tensor, str]:
-    """(uint8 images (n, C, H, W), spec name) drawn from a run's sampler chain (``last`` or ``best`` weights)."""
+    """(uint8 images (n, C, H, W), spec name) drawn from a run's sampler chain (``last`` or ``best`` weights).
+
+    ``label`` (class-conditional runs) is a class number or one of the class names the run recorded.
+    """
     system, dev = load_trained(run_url, device=device, registry=registry, checkpoint=checkpoint)
+    if label is not None:
+        names = RunStorage.open(run_url).read_json("run.json")["data_shape"].get("class_names")
+        label = class_index(label, names)
     return sample_images(system, dev, n, seed, label), system.name

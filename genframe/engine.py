@@ -110,7 +110,8 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
             raise GenframeError(f"data: images are {images.shape[-2]}x{images.shape[-1]}; genframe trains on "
                                 "square images (set image_size)")
         shape = {"num_examples": images.shape[0], "channels": images.shape[1], "image_size": images.shape[2],
-                 "num_classes": int(labels.max()) + 1 if labels is not None and labels.numel() else None}
+                 "num_classes": int(labels.max()) + 1 if labels is not None and labels.numel() else None,
+                 "class_names": system.data.class_names() if labels is not None else None}
         images = place_images(images, device, system.data_placement)
         labels = labels.to(device) if labels is not None else None
     elif data_shape is not None:
@@ -341,7 +342,7 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
         storage.write_spec(the_run.spec)
         storage.write_json("run.json", {
             "data_shape": {k: getattr(the_run.build_ctx, k)
-                           for k in ("num_examples", "channels", "image_size", "num_classes")},
+                           for k in ("num_examples", "channels", "image_size", "num_classes", "class_names")},
             "genframe": __import__("genframe").__version__, "torch": torch.__version__,
             "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
             "hardware": {**hardware(dev), "processes": the_run.world.size},
@@ -607,6 +608,19 @@ def load_trained(run_url: str, *, device: str | None = None, registry: Registry 
     prepare(system, dev, load_data=False, data_shape=storage.read_json("run.json")["data_shape"])
     _restore_components(system, state)
     return system, dev
+
+
+def class_index(label: int | str, class_names: list[str] | None) -> int:
+    """The label number of ``label``: a number, or one of the class names the run recorded."""
+    if isinstance(label, int):
+        return label
+    if class_names and label in class_names:
+        return class_names.index(label)
+    if label.lstrip("-").isdigit():
+        return int(label)
+    known = f"the run's classes are {', '.join(class_names)}" if class_names else \
+        "the run recorded no class names; give a class number"
+    raise GenframeError(f"--label {label!r}: not a class of this run; {known}")
 
 
 def sample_images(system: System, device: torch.device, n: int, seed: int, label: int | None = None) -> torch.Tensor:

@@ -103,6 +103,11 @@ class Dataset(Component):
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (images uint8 N x C x H x W, labels int64 N or None)."""
 
+    def class_names(self) -> list[str] | None:
+        """Names of the labels 0, 1, ... once ``load`` has run, or None. The run records them, so
+        that a class-conditional model can be sampled by class name."""
+        return None
+
 
 # --------------------------------------------------------------------------- models
 

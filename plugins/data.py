@@ -88,6 +88,7 @@ class MNIST(Dataset):
     """
 
     raw_folder = "MNIST/raw"  # torchvision's layout under root
+    label_names = tuple(str(digit) for digit in range(10))  # what class_names() reports
 
     root: str = param("data/mnist", help="folder or fsspec URL holding the IDX files")
     split: Literal["auto", "train", "test"] = param(
@@ -98,6 +99,9 @@ class MNIST(Dataset):
     limit: int | None = param(None, ge=1, help="keep a seeded random subset of this many images")
     subset_seed: int = param(0, help="seed of the subset chosen by limit")
     download: bool = param(False, help="fetch missing files with torchvision (local roots only)")
+
+    def class_names(self) -> list[str]:
+        return list(self.label_names)
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         fs, root = open_location(self.root, self.type_name)
@@ -159,6 +163,8 @@ class FashionMNIST(MNIST):
     """
 
     raw_folder = "FashionMNIST/raw"
+    label_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot")
 
     root: str = param("data/fashion_mnist", help="folder or fsspec URL holding the IDX files")
 
@@ -232,7 +238,12 @@ class CIFAR10(Dataset):
     and unpickled with a loader that accepts numpy arrays and nothing else.
     """
 
+    label_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
     root: str = param("data/cifar10", help="folder or fsspec URL holding data_batch_1..5 and/or test_batch")
+
+    def class_names(self) -> list[str]:
+        return list(self.label_names)
     split: Literal["auto", "train", "test"] = param(
         "auto", help="auto: the training split (50,000) if its files are present, else the test split (10,000)")
     image_size: int = param(32, ge=1, help="side of the square images produced (bilinear resize)")
@@ -286,6 +297,9 @@ class Digits(Dataset):
 
     Its 17 grey levels (0..16) are stretched to 0..255 so that it follows the uint8 convention.
     """
+
+    def class_names(self) -> list[str]:
+        return [str(digit) for digit in range(10)]
 
     image_size: int = param(16, ge=1, help="side of the square images produced (bilinear resize)")
     limit: int | None = param(None, ge=1, help="keep a seeded random subset of this many images")

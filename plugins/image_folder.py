@@ -219,6 +219,7 @@ class ImageFolder(Dataset):
         listing = self._list_images(fs, root)
         names = [name for name, _ in listing]
         classes = self._classes(names)
+        self._class_names = sorted(classes, key=classes.__getitem__) if self.labels else None
         identity = source_identity(listing)
         keep = subset_positions(len(names), self.limit, self.subset_seed)
         if keep is not None:
@@ -230,6 +231,10 @@ class ImageFolder(Dataset):
             "subset": [self.limit, self.subset_seed]}, identity) if self.cache else None
         paths = [join(root, name) for name in names]
         return load_decoded(self.type_name, self.root, fs, paths, names, labels, prep, cache)
+
+    def class_names(self) -> list[str] | None:
+        """The class sub-folders' names, in label order (after ``load``, with ``labels: true``)."""
+        return getattr(self, "_class_names", None)
 
     def _open(self) -> tuple[Any, str, str]:
         """(filesystem, folder path, absolute source URL); a .zip/.tar file is opened as a folder."""
@@ -339,6 +344,10 @@ class CelebA(Dataset):
             "attribute": self.attribute, "subset": [self.limit, self.subset_seed]}, identity) if self.cache else None
         return load_decoded(self.type_name, self.root, fs, [join(folder, n) for n in names], names, labels,
                             prep, cache)
+
+    def class_names(self) -> list[str] | None:
+        """``not <attribute>`` and ``<attribute>`` for the 0/1 labels of ``attribute``."""
+        return None if self.attribute is None else [f"not {self.attribute}", self.attribute]
 
     @staticmethod
     def _base(fs: Any, root: str) -> str | None:

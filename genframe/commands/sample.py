@@ -32,7 +32,8 @@ def register(sub) -> None:
     sample.add_argument("run", help="run folder")
     sample.add_argument("--n", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--label", type=int, help="class of the images (class-conditional generators)")
+    sample.add_argument("--label", help="class of the images (class-conditional generators): a number or a "
+                                          "class name the run recorded, e.g. 7 or Sneaker")
     sample.add_argument("--out", required=True, help="output .npz (key 'images': uint8 N x C x H x W)")
     sample.add_argument("--device")
     sample.add_argument("--checkpoint", choices=("last", "best"), default="last",

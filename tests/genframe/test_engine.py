@@ -365,3 +365,18 @@ def test_a_run_recorded_before_new_settings_existed_still_resumes(tiny_spec, wri
     storage.write_json("checkpoints/index.json", index)
     resumed = train(resume=str(out))  # the run's own spec, rebuilt with today's defaults
     assert resumed.resume_point == (0, 4)
+
+
+def test_a_label_is_a_class_number_or_a_recorded_class_name():
+    from genframe.engine import class_index
+
+    names = ["cats", "dogs", "7"]
+    assert class_index(1, names) == 1
+    assert class_index("dogs", names) == 1
+    assert class_index("7", names) == 2  # a recorded name wins over reading it as a number
+    assert class_index("0", names) == 0
+    assert class_index("3", None) == 3
+    with pytest.raises(GenframeError, match="'birds': not a class of this run; the run's classes are cats, dogs, 7"):
+        class_index("birds", names)
+    with pytest.raises(GenframeError, match="the run recorded no class names; give a class number"):
+        class_index("birds", None)

@@ -209,6 +209,13 @@ def test_digits_resized_and_limited():
     assert abs(x.float().mean().item() - full[keep].float().mean().item()) < 1.0
 
 
+def test_fixed_data_sets_name_their_classes():
+    assert MNIST().class_names() == [str(d) for d in range(10)]
+    assert Digits().class_names() == [str(d) for d in range(10)]
+    assert FashionMNIST().class_names()[:2] == ["T-shirt/top", "Trouser"] and len(FashionMNIST().class_names()) == 10
+    assert CIFAR10().class_names()[3] == "cat" and len(CIFAR10().class_names()) == 10
+
+
 def test_registry_lists_datasets():
     registry = create_registry()
     assert registry.get("dataset", "mnist") is MNIST

@@ -122,9 +122,20 @@ def test_local_folder_with_class_folders_and_one_warning_for_the_corrupt_file(tm
 
 def test_without_labels_the_folders_only_organise(tmp_path):
     root = write_local(tmp_path / "photos", FOLDER)
-    images, labels, _ = load_quietly(ImageFolder(root=root, image_size=8))
-    assert labels is None
+    dataset = ImageFolder(root=root, image_size=8)
+    images, labels, _ = load_quietly(dataset)
+    assert labels is None and dataset.class_names() is None
     assert_folder_content(images, None)
+
+
+def test_class_names_are_the_folders_in_label_order(tmp_path, cache_in_tmp):
+    root = write_local(tmp_path / "photos", FOLDER)
+    for attempt in ("decoded", "from the cache"):
+        dataset = ImageFolder(root=root, image_size=8, labels=True)
+        assert dataset.class_names() is None  # known once loaded
+        load_quietly(dataset)
+        assert dataset.class_names() == ["cats", "dogs"], attempt
+    assert any(cache_in_tmp.iterdir())
 
 
 def test_memory_filesystem(memory_root):
@@ -504,3 +515,8 @@ def test_celeba_download_goes_through_torchvision(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "CelebA", FakeTorchvision)
     images, _, _ = load_quietly(CelebA(root=str(tmp_path), download=True, crop=6, image_size=6, cache=False))
     assert calls == [(str(tmp_path), "all", [], True)] and images[:, 0, 0, 0].tolist() == [10, 40]
+
+
+def test_celeba_names_the_two_values_of_its_attribute():
+    assert CelebA(root="unused", attribute="Smiling").class_names() == ["not Smiling", "Smiling"]
+    assert CelebA(root="unused").class_names() is None

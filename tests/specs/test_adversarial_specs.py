@@ -165,3 +165,7 @@ def test_sample_label_gives_images_of_that_class(tmp_path, capsys):
         assert torch.cdist(images, templates).argmin(1).tolist() == [label] * 6
     assert main(["sample", finished.url, "--label", "10", "--out", str(tmp_path / "x.npz")]) == 1
     assert "--label 10: the generator knows classes 0..9" in capsys.readouterr().err
+    assert storage.read_json("run.json")["data_shape"]["class_names"] == [str(d) for d in range(10)]
+    assert main(["sample", finished.url, "--label", "seven", "--out", str(tmp_path / "x.npz")]) == 1
+    assert ("--label 'seven': not a class of this run; the run's classes are 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
+            in capsys.readouterr().err)
