@@ -24,7 +24,7 @@ from .errors import GenframeError
 from .evaluation import compute_metrics
 from .images import grid, png_bytes, to_uint8
 from .registry import Registry, get_registry
-from .roles import Generator, ModuleComponent, Prior
+from .roles import Generator, ModuleComponent, Prior, Schedule, nested_components
 from .storage import RunStorage
 
 FIXED_NOISE_SEED = 1234  # sample grids use the same noise at every evaluation, so progress is comparable
@@ -427,10 +427,14 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
         if resuming_here and start_step == 0:
             set_rng_state(checkpoint["rng"])  # stage boundary: state as the previous stage left it
         stage.trainer.bind(ctx)
+        for schedule in _schedules(stage.trainer):
+            schedule.reset()
         step, the_run.lr_scale = 0, 1.0
         if resuming_here and start_step > 0:
             step = start_step
             stage.trainer.load_state_dict(checkpoint["trainer"])
+            for schedule, state in zip(_schedules(stage.trainer), checkpoint.get("schedules", [])):
+                schedule.load_state_dict(state)
             generator.set_state(checkpoint["generator"])
             set_rng_state(checkpoint["rng"])
             the_run.lr_scale = checkpoint.get("lr_scale", 1.0)
@@ -476,6 +480,7 @@ def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
     if trainer is not None and generator is not None:
         payload["trainer"] = trainer.state_dict()
         payload["generator"] = generator.get_state()
+        payload["schedules"] = [schedule.state_dict() for schedule in _schedules(trainer)]
     the_run.storage.save_checkpoint(payload, keep=the_run.system.keep_checkpoints, best=best)
 
 
@@ -483,6 +488,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     """Train one stage from ``start``; returns the best-metric mark for its final checkpoint, if any."""
     system, hook = the_run.system, the_run.hook
     trainer = stage.trainer
+    schedules = _schedules(trainer)
     total = trainer.total_steps()
     hook.genframe_stage_started(run=the_run, stage=stage.name, index=stage.index, total_steps=total,
                                 start_step=start)
@@ -503,6 +509,8 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
         if done % system.log_every == 0 or done == total or checkpoint_due:
             means = _interval_means(sums, count)  # the only host sync of the interval
             _check_finite(means, stage.name, done)
+            for schedule in schedules:
+                schedule.observe(means)  # e.g. lower the learning rate when a value stalls
             if the_run.world.is_main:
                 the_run.storage.log({"stage": stage.name, "step": done,
                                      "time": round(time.time() - the_run.started, 3), **means})
@@ -516,6 +524,11 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     best = _best_mark(the_run, evaluate(the_run, stage, total)) if the_run.world.is_main else None
     hook.genframe_stage_finished(run=the_run, stage=stage.name, index=stage.index)
     return best
+
+
+def _schedules(trainer) -> list[Schedule]:
+    """The learning-rate schedules inside a trainer's parameters, in a fixed order (for checkpoints)."""
+    return [c for c in nested_components(trainer) if isinstance(c, Schedule)]
 
 
 def _interval_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:

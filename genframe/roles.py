@@ -34,6 +34,25 @@ class Component(metaclass=abc.ABCMeta):
                 **{f.name: _plain(getattr(self, f.name)) for f in attrs.fields(type(self))}}
 
 
+def nested_components(component: Component) -> list[Component]:
+    """The components held in ``component``'s fields, recursively (lists included), each once."""
+    found: dict[int, Component] = {}
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Component):
+            if id(value) not in found:
+                found[id(value)] = value
+                for field in attrs.fields(type(value)):
+                    visit(getattr(value, field.name))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+
+    for field in attrs.fields(type(component)):
+        visit(getattr(component, field.name))
+    return list(found.values())
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Component):
         return value.config()
@@ -344,11 +363,27 @@ class LatentDivergence(Component):
 
 @_role("schedule")
 class Schedule(Component):
-    """Learning-rate multiplier as a function of the epoch (fractional) and progress in [0, 1]."""
+    """Learning-rate multiplier as a function of the epoch (fractional) and progress in [0, 1].
+
+    A schedule may also follow training: ``observe`` receives the stage's logged means at every
+    logging point (the same values in every process), and its state is checkpointed.
+    """
 
     @abc.abstractmethod
     def factor(self, epoch: float, progress: float) -> float:
         ...
+
+    def reset(self) -> None:
+        """Forget what was observed: called when a stage starts (before a checkpoint is restored)."""
+
+    def observe(self, logged: dict[str, float]) -> None:
+        """The mean losses of the logging interval that just ended."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
 
 
 @_role("optimizer")

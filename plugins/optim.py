@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from genframe import Optimizer, Schedule, component, hookimpl, param
+from genframe import GenframeError, Optimizer, Schedule, component, hookimpl, param
 
 # --------------------------------------------------------------------------- schedules
 
@@ -51,6 +51,55 @@ class Linear(Schedule):
 
     def factor(self, epoch: float, progress: float) -> float:
         return 1.0 + (self.final - 1.0) * min(max(progress, 0.0), 1.0)
+
+
+@component("schedule", "plateau")
+class Plateau(Schedule):
+    """Multiply the learning rate by ``gamma`` whenever a logged value stops improving.
+
+    BEGAN halves its learning rate when its convergence measure stalls; this is that rule for any
+    value the stage logs. At every logging point the interval's mean of ``monitor`` is compared
+    with the best so far: an improvement (lower by more than ``threshold`` times the best, or
+    higher in ``mode: max``) resets the count, and after ``patience`` logging intervals without
+    one the multiplier is multiplied by ``gamma``, down to ``min_factor``. The schedule sets the
+    learning rate after every step, so a new multiplier applies from the step after next.
+    """
+
+    monitor: str = param(help="a value the stage logs, e.g. convergence (BEGAN), loss, generator")
+    mode: Literal["min", "max"] = param("min", help="whether lower or higher values are better")
+    gamma: float = param(0.5, gt=0, lt=1, help="multiplier applied at each stall")
+    patience: int = param(10, ge=1, help="logging intervals without improvement that make a stall")
+    threshold: float = param(1e-3, ge=0, help="relative improvement over the best value that counts")
+    min_factor: float = param(0.0, ge=0, help="the multiplier never goes below this")
+
+    def __attrs_post_init__(self) -> None:
+        self.reset()
+
+    def factor(self, epoch: float, progress: float) -> float:
+        return self._factor
+
+    def reset(self) -> None:
+        self._factor, self._best, self._stalled = 1.0, None, 0
+
+    def observe(self, logged: dict[str, float]) -> None:
+        if self.monitor not in logged:
+            raise GenframeError(f"plateau schedule: monitor {self.monitor!r} is not logged by this stage; "
+                                f"it logs {', '.join(sorted(logged))}")
+        value = logged[self.monitor]
+        sign = 1.0 if self.mode == "min" else -1.0
+        if self._best is None or sign * value < sign * self._best - self.threshold * abs(self._best):
+            self._best, self._stalled = value, 0
+            return
+        self._stalled += 1
+        if self._stalled >= self.patience:
+            self._factor = max(self.min_factor, self._factor * self.gamma)
+            self._stalled = 0
+
+    def state_dict(self) -> dict:
+        return {"factor": self._factor, "best": self._best, "stalled": self._stalled}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._factor, self._best, self._stalled = state["factor"], state["best"], state["stalled"]
 
 
 # --------------------------------------------------------------------------- optimisers
@@ -128,4 +177,4 @@ class RMSProp(Optimizer):
 
 @hookimpl
 def genframe_components():
-    return [Constant, Step, Linear, Adam, RMSProp]
+    return [Constant, Step, Linear, Plateau, Adam, RMSProp]

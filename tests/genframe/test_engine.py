@@ -380,3 +380,24 @@ def test_a_label_is_a_class_number_or_a_recorded_class_name():
         class_index("birds", names)
     with pytest.raises(GenframeError, match="the run recorded no class names; give a class number"):
         class_index("birds", None)
+
+
+def test_a_plateau_schedule_follows_the_logged_loss_and_resumes_exactly(tiny_spec, write_spec, tmp_path):
+    schedule = {"type": "plateau", "monitor": "loss", "patience": 1, "threshold": 10.0, "gamma": 0.5}
+    tiny_spec["stages"][0]["trainer"]["optimizer"] = {"type": "adam", "lr": 1e-3, "schedule": schedule}
+    tiny_spec["stages"][0]["trainer"]["encoder_optimizer"] = None  # codes follow the same settings
+    tiny_spec["stages"] = tiny_spec["stages"][:1]
+    tiny_spec["keep_checkpoints"] = 10
+    reference, resumed = crash_and_resume(write_spec(tiny_spec), "glo", 6, tmp_path)
+    # 12 steps logged every 2: the first value is the best, the threshold lets nothing improve on it,
+    # so each of the 5 later intervals halves the rate; the last halving acts on no step any more.
+    checkpoint = RunStorage.open(reference).load_checkpoint()
+    mid = [c for c in RunStorage.open(reference).checkpoints() if c["step"] == 8][0]
+    assert checkpoint["step"] == 0 and mid
+    state = torch.load(str(tmp_path / "reference" / mid["file"]), weights_only=True)
+    assert state["schedules"] == [{"factor": 0.5 ** 3, "best": pytest.approx(state["schedules"][0]["best"]),
+                                   "stalled": 0}]
+    # the optimiser still holds the rate its schedule set at step 8, before the step-8 halving
+    lrs = [g["lr"] for g in state["trainer"]["optimisers"]["generator"]["optimizer"]["param_groups"]]
+    assert lrs == [pytest.approx(1e-3 * 0.5 ** 2)]
+    assert _training_losses(reference) == _training_losses(resumed)

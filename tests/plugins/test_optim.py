@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from genframe import SpecError
+from genframe import GenframeError, SpecError
 from genframe.build import instantiate
 from genframe.registry import create_registry
 from genframe_plugins import optim
 from genframe.training import build_optimizer
-from genframe_plugins.optim import Adam, Constant, Linear, RMSProp, Step
+from genframe_plugins.optim import Adam, Constant, Linear, Plateau, RMSProp, Step
 
 
 def two_parameter_sets():
@@ -128,3 +128,30 @@ def test_spec_building_creates_the_default_schedule():
     assert isinstance(rms.schedule, Step) and rms.schedule.gamma == 0.5
     with pytest.raises(SpecError, match="betas"):
         instantiate("optimizer", {"type": "adam", "betas": [0.5, 1.0]}, "opt", "<test>", registry)
+
+
+def test_plateau_lowers_the_rate_after_patience_intervals_without_improvement():
+    plateau = Plateau(monitor="convergence", patience=2, gamma=0.5, threshold=0.01)
+    seen = []
+    for value in [1.0, 0.9, 0.895, 0.9, 0.8, 0.81, 0.805, 0.9]:
+        plateau.observe({"convergence": value, "k": 0.0})
+        seen.append(plateau.factor(0.0, 0.0))
+    # 0.895 is not 1% below 0.9 (1 stall), 0.9 (2: halve), 0.8 improves, 0.81 and 0.805 (halve), 0.9 (1)
+    assert seen == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
+    state = plateau.state_dict()
+    restored = Plateau(monitor="convergence", patience=2, gamma=0.5, threshold=0.01)
+    restored.load_state_dict(state)
+    for p in (plateau, restored):
+        p.observe({"convergence": 0.9})
+    assert restored.state_dict() == plateau.state_dict() == {"factor": 0.125, "best": 0.8, "stalled": 0}
+    plateau.reset()
+    assert plateau.factor(0.0, 0.0) == 1.0 and plateau.state_dict()["best"] is None
+
+
+def test_plateau_in_max_mode_and_with_a_floor():
+    plateau = Plateau(monitor="score", mode="max", patience=1, gamma=0.1, threshold=0.0, min_factor=0.05)
+    for value in [1.0, 2.0, 1.5, 1.5, 3.0]:
+        plateau.observe({"score": value})
+    assert plateau.factor(0.0, 0.0) == 0.05  # 1.0 -> 0.1 -> 0.05 (floored), 3.0 improves
+    with pytest.raises(GenframeError, match="monitor 'score' is not logged by this stage; it logs loss"):
+        plateau.observe({"loss": 1.0})
