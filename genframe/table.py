@@ -11,6 +11,7 @@ import csv
 import io
 from typing import Any
 
+from .errors import GenframeError
 from .storage import RunStorage
 from .sweep import expected_best, summarise
 
@@ -102,22 +103,43 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(summary: dict) -> str:
-    proto, rows = summary["protocol"], summary["models"]
-    param_columns = list(dict.fromkeys(p for r in rows for p in r["params"]))
+def csv_text(*summaries: dict) -> str:
+    """One row per model of each sweep; with several sweeps, a first ``data`` column names the sweep."""
+    several = len(summaries) > 1
+    param_columns = list(dict.fromkeys(p for s in summaries for r in s["models"] for p in r["params"]))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "label", "metric", "mode", "mean", "std", "seeds_ok", "seeds_planned",
-                     "reported_on", "best_setting", *param_columns, "settings_ok", "settings_failed",
+    writer.writerow([*(["data"] if several else []), "model", "label", "metric", "mode", "mean", "std", "seeds_ok",
+                     "seeds_planned", "reported_on", "best_setting", *param_columns, "settings_ok", "settings_failed",
                      "settings_pending", "budget", "search_seeds", "final_seeds", "metrics", "sweep_seed", "spec"])
-    for r in rows:
-        writer.writerow([r["name"], r["label"], proto["metric"], proto["mode"], _repr(r["mean"]), _repr(r["std"]),
-                         r["seeds_ok"], r["seeds_planned"], r["reported_on"], _repr(r["best_setting"]),
-                         *[_repr(r["params"].get(p)) for p in param_columns], r["settings_ok"],
-                         r["settings_failed"], r["settings_pending"], proto["budget"],
-                         " ".join(map(str, proto["seeds"])), " ".join(map(str, proto["final_seeds"])),
-                         _metrics_text(r["metrics"]), proto["seed"], r["spec"]])
+    for summary in summaries:
+        proto = summary["protocol"]
+        for r in summary["models"]:
+            writer.writerow([*([proto["label"]] if several else []), r["name"], r["label"], proto["metric"],
+                             proto["mode"], _repr(r["mean"]), _repr(r["std"]), r["seeds_ok"], r["seeds_planned"],
+                             r["reported_on"], _repr(r["best_setting"]),
+                             *[_repr(r["params"].get(p)) for p in param_columns], r["settings_ok"],
+                             r["settings_failed"], r["settings_pending"], proto["budget"],
+                             " ".join(map(str, proto["seeds"])), " ".join(map(str, proto["final_seeds"])),
+                             _metrics_text(r["metrics"]), proto["seed"], r["spec"]])
     return buffer.getvalue()
+
+
+def combined_markdown(summaries: list[dict]) -> str:
+    """Lucic et al.'s layout over several sweeps: a row per model, a column per data set (sweep label),
+    then each sweep's own table and protocol."""
+    proto = summaries[0]["protocol"]
+    better = "lower" if proto["mode"] == "min" else "higher"
+    labels = [s["protocol"]["label"] for s in summaries]
+    cells = {(s["protocol"]["label"], row["label"]): _value_cell(row) for s in summaries for row in s["models"]}
+    models = list(dict.fromkeys(row["label"] for s in summaries for row in s["models"]))
+    lines = [f"# {proto['metric']} ({better} is better): best setting per model and data set, mean ± std over "
+             "seeds", "", "| Model | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
+    for model in models:
+        lines.append(f"| {model} | " + " | ".join(cells.get((label, model), "—") for label in labels) + " |")
+    for summary in summaries:
+        lines += ["", "#" + markdown(summary).rstrip("\n")]  # each sweep's table one heading level down
+    return "\n".join(lines) + "\n"
 
 
 def _repr(value: Any) -> str:
@@ -134,23 +156,34 @@ def budget_curves(summary: dict) -> dict[str, list[float]]:
     return curves
 
 
-def budget_csv(curves: dict[str, list[float]]) -> str:
-    lines = ["model,budget,expected_best"]
+def budget_csv(curves: dict[str, list[float]], data: str | None = None, header: bool = True) -> str:
+    """``model,budget,expected_best`` rows (preceded by a ``data`` column when ``data`` is given)."""
+    lead = "" if data is None else f"{data},"
+    lines = [("data," if data is not None else "") + "model,budget,expected_best"] if header else []
     for name, values in curves.items():
-        lines += [f"{name},{b},{v!r}" for b, v in enumerate(values, start=1)]
+        lines += [f"{lead}{name},{b},{v!r}" for b, v in enumerate(values, start=1)]
     return "\n".join(lines) + "\n"
 
 
-def budget_png(summary: dict, curves: dict[str, list[float]]) -> bytes:
-    """Line plot without pyplot's global state (safe in threads and servers)."""
+def budget_png(summaries: list[dict], curves: list[dict[str, list[float]]]) -> bytes:
+    """Line plots, one panel per sweep, without pyplot's global state (safe in threads and servers)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4 * len(summaries), 4.2), dpi=120)
+    FigureCanvasAgg(figure)
+    for i, (summary, panel) in enumerate(zip(summaries, curves)):
+        _budget_panel(figure.add_subplot(1, len(summaries), i + 1), summary, panel)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _budget_panel(ax, summary: dict, curves: dict[str, list[float]]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     proto = summary["protocol"]
-    figure = Figure(figsize=(6.4, 4.2), dpi=120)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
     for row in summary["models"]:
         values = curves[row["name"]]
         if values:
@@ -163,20 +196,44 @@ def budget_png(summary: dict, curves: dict[str, list[float]]) -> bytes:
     ax.grid(alpha=0.3)
     if any(curves.values()):
         ax.legend(fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
-def write_table(sweep_dir: str, out: str | None = None) -> tuple[str, list[str]]:
-    """Write table.md, table.csv, budget.csv and budget.png (into the sweep folder by default);
-    returns the Markdown and the files' locations."""
-    summary = summarise(sweep_dir)
-    storage = RunStorage((out or sweep_dir).rstrip("/"))
-    curves = budget_curves(summary)
-    files = {"table.md": markdown(summary), "table.csv": csv_text(summary), "budget.csv": budget_csv(curves)}
+def write_table(sweep_dirs: str | list[str], out: str | None = None) -> tuple[str, list[str]]:
+    """Write table.md, table.csv, budget.csv and budget.png; returns the Markdown and the files' locations.
+
+    One sweep folder: its table, written into it by default. Several (the same models and metric on
+    different data sets, say): one table with a column per sweep label, written to ``out``.
+    """
+    dirs = [sweep_dirs] if isinstance(sweep_dirs, str) else list(sweep_dirs)
+    if len(dirs) > 1 and out is None:
+        raise GenframeError("several sweep folders make one combined table: say where it goes with --out")
+    summaries = [summarise(d) for d in dirs]
+    _check_comparable(dirs, summaries)
+    storage = RunStorage((out or dirs[0]).rstrip("/"))
+    curves = [budget_curves(s) for s in summaries]
+    several = len(summaries) > 1
+    files = {
+        "table.md": combined_markdown(summaries) if several else markdown(summaries[0]),
+        "table.csv": csv_text(*summaries),
+        "budget.csv": "".join(budget_csv(c, s["protocol"]["label"] if several else None, header=i == 0)
+                              for i, (s, c) in enumerate(zip(summaries, curves))),
+    }
     for name, text in files.items():
         storage.write_text(name, text)
-    storage.write_bytes("budget.png", budget_png(summary, curves))
+    storage.write_bytes("budget.png", budget_png(summaries, curves))
     return files["table.md"], [f"{storage.url}/{name}" for name in [*files, "budget.png"]]
+
+
+def _check_comparable(dirs: list[str], summaries: list[dict]) -> None:
+    """Sweeps side by side must rank by the same metric, in the same direction, under distinct labels."""
+    first = summaries[0]["protocol"]
+    for folder, summary in zip(dirs[1:], summaries[1:]):
+        proto = summary["protocol"]
+        if (proto["metric"], proto["mode"]) != (first["metric"], first["mode"]):
+            raise GenframeError(f"{folder}: ranks by {proto['metric']} ({proto['mode']}) but {dirs[0]} by "
+                                f"{first['metric']} ({first['mode']}); one table compares one metric")
+    labels = [s["protocol"]["label"] for s in summaries]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise GenframeError(f"sweeps share the label {repeated[0]!r}, which names their column; give each sweep "
+                            "file its own label")

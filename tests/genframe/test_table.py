@@ -120,3 +120,37 @@ def test_table_of_a_folder_that_is_no_sweep_is_one_line(tmp_path, capsys):
     assert main(["table", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == (f"genframe: error: {tmp_path}: not a sweep folder (no sweep.json); "
                                                f"run genframe sweep SWEEP.yaml --out {tmp_path}")
+
+
+def test_several_sweeps_make_one_table_with_a_column_per_data_set(finished, tmp_path_factory, capsys):
+    _, first, _ = finished
+    _, second, _, _, _ = run_test_sweep(tmp_path_factory.mktemp("second"),
+                                        SWEEP.replace("label: digits-32", "label: digits-16"), "a/search-0000-seed0")
+    own = {}
+    for out in (first, second):
+        assert main(["table", out]) == 0
+        own[out] = {r["label"]: r for r in csv.DictReader(open(f"{out}/table.csv"))}
+    capsys.readouterr()
+    combined = tmp_path_factory.mktemp("combined")
+    assert main(["table", first, second, "--out", str(combined)]) == 0
+    printed = capsys.readouterr().out
+    assert "| Model | digits-32 | digits-16 |" in printed
+    for label in ("a", "Narrow"):
+        cells = [f"{float(own[out][label]['mean']):.4g} ± {float(own[out][label]['std']):.2g}" for out in (first, second)]
+        assert f"| {label} | {cells[0]} | {cells[1]} |" in printed
+    assert "## brightness on digits-32" in printed and "## brightness on digits-16" in printed  # each sweep's own
+    rows = list(csv.DictReader(open(combined / "table.csv")))
+    assert [(r["data"], r["label"]) for r in rows] == [("digits-32", "a"), ("digits-32", "Narrow"),
+                                                       ("digits-16", "a"), ("digits-16", "Narrow")]
+    budget = list(csv.DictReader(open(combined / "budget.csv")))
+    assert {r["data"] for r in budget} == {"digits-32", "digits-16"}
+    with Image.open(combined / "budget.png") as both, Image.open(f"{first}/budget.png") as one:
+        assert both.size[0] > 1.5 * one.size[0]  # a panel per sweep
+
+
+def test_several_sweeps_need_an_output_folder_and_distinct_labels(finished, tmp_path, capsys):
+    _, out, _ = finished
+    assert main(["table", out, out]) == 1
+    assert "several sweep folders make one combined table: say where it goes with --out" in capsys.readouterr().err
+    assert main(["table", out, out, "--out", str(tmp_path)]) == 1
+    assert "sweeps share the label 'digits-32', which names their column" in capsys.readouterr().err
