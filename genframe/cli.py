@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from typing import Sequence
 
 from . import commands
+from .distributed import launched
 from .errors import GenframeError
 
 
@@ -25,6 +27,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _run_command(argv)
+    if launched():
+        # Under torchrun, leave without interpreter finalisation: the run has destroyed its process
+        # group and written every file, and gloo's worker threads have been seen to abort a process
+        # (SIGABRT) while Python finalises, turning a finished run into a failed launch.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
