@@ -73,6 +73,45 @@ VAE = {
 }
 
 
+# BEGAN: k_t must follow the global batch's energies; spectral norm's power iteration, EMA averages.
+BEGAN = {
+    "name": "ddp-began", "seed": 0, "device": "cpu",
+    "data": {"type": "digits", "image_size": 16, "limit": 256},
+    "components": {
+        "prior": {"type": "uniform", "dim": 8},
+        "generator": {"type": "began_generator", "latent_dim": 8, "width": 8},
+        "critic": {"type": "autoencoder_critic", "latent_dim": 8, "width": 8},
+    },
+    "stages": [{"name": "gan", "trainer": {
+        "type": "adversarial", "divergence": {"type": "began", "lambda_k": 0.5, "k_init": 0.5}, "n_critic": 1,
+        "batch_size": 16, "steps": 6, "optimizer": {"type": "adam", "lr": 1e-3,
+                                  "schedule": {"type": "plateau", "monitor": "convergence", "patience": 1}},
+    }}],
+    "sampler": ["prior", "generator"],
+    "evaluation": {"n_samples": 16},
+    "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 10,
+}
+
+# Class-conditional hinge GAN with spectral norm: labels sharded with their images.
+CONDITIONAL = {
+    "name": "ddp-cgan", "seed": 0, "device": "cpu",
+    "data": {"type": "digits", "image_size": 16, "limit": 256},
+    "components": {
+        "prior": {"type": "gaussian", "dim": 8},
+        "generator": {"type": "dcgan_generator", "latent_dim": 8, "width": 8, "norm": "none", "num_classes": 10,
+                      "embedding_dim": 4},
+        "critic": {"type": "dcgan_critic", "width": 8, "num_classes": 10},
+    },
+    "stages": [{"name": "gan", "trainer": {
+        "type": "adversarial", "divergence": {"type": "hinge"}, "constraints": [{"type": "spectral_norm"}],
+        "n_critic": 2, "batch_size": 16, "steps": 4,
+    }}],
+    "sampler": ["prior", "generator"],
+    "evaluation": {"n_samples": 16},
+    "log_every": 1,
+}
+
+
 def _env() -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
@@ -102,7 +141,7 @@ def _assert_same_losses(a: list[dict], b: list[dict]) -> None:
             assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["stage"], ra["step"], key)
 
 
-@pytest.mark.parametrize("spec", [GAN, GLANN, VAE], ids=lambda s: s["name"])
+@pytest.mark.parametrize("spec", [GAN, GLANN, VAE, BEGAN, CONDITIONAL], ids=lambda s: s["name"])
 def test_two_processes_follow_one_process_with_the_same_global_batch(spec, write_spec, tmp_path):
     path = write_spec(spec)
     _genframe(["run", path, "--out", str(tmp_path / "one")], processes=1)
@@ -122,6 +161,18 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(spec, write
         for key, tensor in state.items():
             if tensor.is_floating_point():
                 torch.testing.assert_close(weights_two[name][key], tensor, rtol=0, atol=1e-3)
+    # trainer state that steers training (BEGAN's k_t) is the global batch's in every process
+    mid_one, mid_two = _last_mid_stage(tmp_path / "one"), _last_mid_stage(tmp_path / "two")
+    if mid_one is not None and "divergence" in mid_one["trainer"]:
+        torch.testing.assert_close(mid_two["trainer"]["divergence"], mid_one["trainer"]["divergence"],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def _last_mid_stage(run: Path) -> dict | None:
+    """The newest checkpoint taken inside a stage (it holds the trainer's state), if any."""
+    storage = RunStorage(str(run))
+    inside = [e for e in storage.checkpoints() if e["step"] > 0]
+    return torch.load(run / inside[-1]["file"], weights_only=True) if inside else None
 
 
 def _crash_after(run: Path, step: int) -> None:
