@@ -42,6 +42,14 @@ def move_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
+def gather_to(images: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``images[rows]`` (host memory) on ``device``: gathered straight into a pinned buffer, one host copy."""
+    if device.type != "cuda":
+        return images[rows].to(device)
+    staged = torch.empty((rows.shape[0], *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+    return torch.index_select(images, 0, rows, out=staged).to(device, non_blocking=True)
+
+
 class EpochBatches:
     """Index batches of one epoch after another, shuffled on the device without host round trips.
 
@@ -110,7 +118,7 @@ class EpochBatches:
             batch = self._images[perm[rows]]
         else:
             assert self._host_perm is not None
-            batch = move_to(self._images[self._host_perm[rows]], self.device)
+            batch = gather_to(self._images, self._host_perm[rows], self.device)
         return to_float(batch.contiguous(memory_format=self._format))
 
     def epoch_of(self, step: int) -> float:
@@ -146,7 +154,7 @@ class StageContext:
         images = self.images
         if images.device == self.device:
             return to_float(images[indices])
-        return to_float(move_to(images[indices.cpu()], self.device))
+        return to_float(gather_to(images, indices.cpu(), self.device))
 
     def batches(self, batch_size: int) -> EpochBatches:
         """Batches of ``batch_size`` (the global batch: under torchrun each process gets its share)."""
