@@ -415,7 +415,7 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
     start_stage, start_step = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
     if checkpoint:
         _restore_components(system, checkpoint)
-        _trim_log(the_run, start_stage, start_step)
+    _trim_log(the_run, start_stage, start_step)  # a run resumed before its first checkpoint starts afresh
     for stage in system.stages:
         if stage.index < start_stage:
             continue

@@ -51,7 +51,8 @@ def test_cpu_runs_are_reproducible(tiny_spec, write_spec, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("stage, step", [("glo", 6), ("mapper", 6), ("mapper", 2)])
+# ("glo", 2): the crash comes before the first checkpoint, so the resumed run starts afresh
+@pytest.mark.parametrize("stage, step", [("glo", 2), ("glo", 6), ("mapper", 6), ("mapper", 2)])
 def test_resume_after_interruption_gives_the_uninterrupted_result(tiny_spec, write_spec, tmp_path, stage, step):
     reference, resumed = crash_and_resume(write_spec(tiny_spec), stage, step, tmp_path)
     steps = [(r["stage"], r["step"]) for r in RunStorage.open(resumed).read_log()]
