@@ -16,100 +16,7 @@ from genframe import distributed
 from genframe.context import EpochBatches
 from genframe.errors import GenframeError
 from genframe.storage import CHECKPOINT_INDEX, RunStorage
-
-# The networks have no batch normalisation: SyncBatchNorm needs CUDA, so on the CPU each process
-# would normalise its own shard and the losses would differ from one process by more than rounding.
-GAN = {
-    "name": "ddp-wgan-gp", "seed": 0, "device": "cpu",
-    "data": {"type": "digits", "image_size": 16, "limit": 256},
-    "components": {
-        "prior": {"type": "gaussian", "dim": 8},
-        "generator": {"type": "dcgan_generator", "latent_dim": 8, "width": 8, "norm": "none"},
-        "critic": {"type": "dcgan_critic", "width": 8},
-    },
-    "stages": [{"name": "gan", "trainer": {
-        "type": "adversarial", "divergence": {"type": "wasserstein"}, "n_critic": 2, "batch_size": 16, "steps": 6,
-        "constraints": [{"type": "gradient_penalty", "weight": 10}, {"type": "consistency", "weight": 1, "shift": 2}],
-    }}],
-    "sampler": ["prior", "generator"],
-    "evaluation": {"n_samples": 16},
-    "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 10,
-}
-
-GLANN = {
-    "name": "ddp-glann", "seed": 0, "device": "cpu",
-    "data": {"type": "digits", "image_size": 16, "limit": 256},
-    "components": {
-        "codes": {"type": "latent_codes", "dim": 8},
-        "generator": {"type": "dcgan_generator", "latent_dim": 8, "width": 8, "norm": "none"},
-        "noise": {"type": "gaussian", "dim": 4},
-        "mapper": {"type": "mlp_mapper", "in_dim": 4, "out_dim": 8, "hidden": [16], "batch_norm": False},
-    },
-    "stages": [
-        {"name": "glo", "trainer": {"type": "autoencoding", "encoder": "codes", "generator": "generator",
-                                    "loss": {"type": "lap1"}, "epochs": 2, "batch_size": 32}},
-        {"name": "mapper", "trainer": {"type": "imle", "model": "mapper", "prior": "noise", "targets": "codes",
-                                       "epochs": 2, "batch_size": 32, "noise": 0.1}},
-    ],
-    "sampler": ["noise", "mapper", "generator"],
-    "evaluation": {"n_samples": 16},
-    "log_every": 2,
-}
-
-VAE = {
-    "name": "ddp-vae", "seed": 0, "device": "cpu",
-    "data": {"type": "digits", "image_size": 16, "limit": 256},
-    "components": {
-        "encoder": {"type": "gaussian_encoder", "dim": 8, "width": 8, "norm": "none"},
-        "generator": {"type": "dcgan_generator", "latent_dim": 8, "width": 8, "norm": "layer"},
-        "prior": {"type": "gaussian", "dim": 8},
-    },
-    "stages": [{"name": "vae", "trainer": {"type": "autoencoding", "encoder": "encoder", "generator": "generator",
-                                           "latent_divergence": {"type": "kl"},
-                                           "epochs": 2, "batch_size": 32}}],
-    "sampler": ["prior", "generator"],
-    "evaluation": {"n_samples": 16},
-    "log_every": 2,
-}
-
-
-# BEGAN: k_t must follow the global batch's energies; spectral norm's power iteration, EMA averages.
-BEGAN = {
-    "name": "ddp-began", "seed": 0, "device": "cpu",
-    "data": {"type": "digits", "image_size": 16, "limit": 256},
-    "components": {
-        "prior": {"type": "uniform", "dim": 8},
-        "generator": {"type": "began_generator", "latent_dim": 8, "width": 8},
-        "critic": {"type": "autoencoder_critic", "latent_dim": 8, "width": 8},
-    },
-    "stages": [{"name": "gan", "trainer": {
-        "type": "adversarial", "divergence": {"type": "began", "lambda_k": 0.5, "k_init": 0.5}, "n_critic": 1,
-        "batch_size": 16, "steps": 6, "optimizer": {"type": "adam", "lr": 1e-3,
-                                  "schedule": {"type": "plateau", "monitor": "convergence", "patience": 1}},
-    }}],
-    "sampler": ["prior", "generator"],
-    "evaluation": {"n_samples": 16},
-    "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 10,
-}
-
-# Class-conditional hinge GAN with spectral norm: labels sharded with their images.
-CONDITIONAL = {
-    "name": "ddp-cgan", "seed": 0, "device": "cpu",
-    "data": {"type": "digits", "image_size": 16, "limit": 256},
-    "components": {
-        "prior": {"type": "gaussian", "dim": 8},
-        "generator": {"type": "dcgan_generator", "latent_dim": 8, "width": 8, "norm": "none", "num_classes": 10,
-                      "embedding_dim": 4},
-        "critic": {"type": "dcgan_critic", "width": 8, "num_classes": 10},
-    },
-    "stages": [{"name": "gan", "trainer": {
-        "type": "adversarial", "divergence": {"type": "hinge"}, "constraints": [{"type": "spectral_norm"}],
-        "n_critic": 2, "batch_size": 16, "steps": 4,
-    }}],
-    "sampler": ["prior", "generator"],
-    "evaluation": {"n_samples": 16},
-    "log_every": 1,
-}
+from .tiny_specs import BEGAN, CONDITIONAL, GAN, GLANN, VAE, assert_same_losses, losses
 
 
 def _env() -> dict:
@@ -127,28 +34,14 @@ def _genframe(args: list[str], processes: int) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def _losses(run: Path) -> list[dict]:
-    """The logged training losses (evaluation records and wall-clock times left out)."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "time"} for r in records if "event" not in r]
-
-
-def _assert_same_losses(a: list[dict], b: list[dict]) -> None:
-    assert [(r["stage"], r["step"]) for r in a] == [(r["stage"], r["step"]) for r in b]
-    for ra, rb in zip(a, b):
-        assert ra.keys() == rb.keys()
-        for key in ra.keys() - {"stage", "step"}:
-            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["stage"], ra["step"], key)
-
-
 @pytest.mark.parametrize("spec", [GAN, GLANN, VAE, BEGAN, CONDITIONAL], ids=lambda s: s["name"])
 def test_two_processes_follow_one_process_with_the_same_global_batch(spec, write_spec, tmp_path):
     path = write_spec(spec)
     _genframe(["run", path, "--out", str(tmp_path / "one")], processes=1)
     _genframe(["run", path, "--out", str(tmp_path / "two")], processes=2)
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) >= 4
-    _assert_same_losses(one, two)
+    assert_same_losses(one, two)
     # rank 0 alone wrote the folder: one record per logging point, the same checkpoints
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == \
         sorted(p.name for p in (tmp_path / "one" / "checkpoints").iterdir())
@@ -190,7 +83,7 @@ def test_a_checkpoint_resumes_under_another_number_of_processes(before, after, w
     _genframe(["run", path, "--out", str(tmp_path / "run")], processes=before)
     _crash_after(tmp_path / "run", step=2)
     _genframe(["run", "--resume", str(tmp_path / "run")], processes=after)
-    _assert_same_losses(_losses(tmp_path / "reference"), _losses(tmp_path / "run"))
+    assert_same_losses(losses(tmp_path / "reference"), losses(tmp_path / "run"))
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(write_spec, tmp_path):
