@@ -13,8 +13,8 @@ from .registry import Registry, get_registry
 from .roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
 
 #: Top-level settings and their defaults (the schema declares the same defaults for editors).
-DEFAULTS = {"seed": 0, "device": "auto", "precision": "fp32", "compile": False, "channels_last": False,
-            "data_placement": "auto",
+DEFAULTS = {"seed": 0, "device": "auto", "precision": "fp32", "compile": False, "cuda_graphs": False,
+            "channels_last": False, "data_placement": "auto",
             "log_every": 50,
             "checkpoint_every": 1000, "keep_checkpoints": 3, "best_checkpoint": None}
 EVALUATION_DEFAULTS = {"every": None, "n_samples": 64}
@@ -46,6 +46,7 @@ class System:
     device: str
     precision: str
     compile: bool | dict
+    cuda_graphs: bool | str
     channels_last: bool
     data_placement: str
     data: Dataset
@@ -63,7 +64,8 @@ class System:
         """The spec with every default written out: what the run folder records."""
         return {
             "name": self.name, "seed": self.seed, "device": self.device, "precision": self.precision,
-            "compile": self.compile, "channels_last": self.channels_last, "data_placement": self.data_placement,
+            "compile": self.compile, "cuda_graphs": self.cuda_graphs, "channels_last": self.channels_last,
+            "data_placement": self.data_placement,
             "data": self.data.config(),
             "components": {name: c.config() for name, c in self.components.items()},
             "stages": [{"name": s.name, "trainer": s.trainer.config(), "sample": s.sample} for s in self.stages],
@@ -207,6 +209,9 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
     _check_sampler(spec["sampler"], components, source)
     for stage in stages:
         _check_combination(stage.trainer, f"stages[{stage.index}].trainer", components, source)
+        if spec.get("cuda_graphs", False) and not stage.trainer.supports_cuda_graphs:
+            raise SpecError(f"stage {stage.name!r}: trainer {stage.trainer.type_name!r} does not support CUDA graph "
+                            "capture of its steps; set cuda_graphs: false", source=source, path="cuda_graphs")
     ev = {**EVALUATION_DEFAULTS, **spec.get("evaluation", {})}
     metrics = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
                for i, m in enumerate(ev.get("metrics", []))]

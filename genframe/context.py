@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 import torch
@@ -11,6 +11,9 @@ from . import distributed
 from .errors import GenframeError
 from .images import to_float
 from .roles import Component
+
+if TYPE_CHECKING:
+    from .training import Optimisers
 
 C = TypeVar("C", bound=Component)
 
@@ -42,12 +45,19 @@ def move_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
+def gather_pinned(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``images[rows]`` (host memory) gathered straight into a pinned buffer: one host copy, and
+    the buffer can be copied to a CUDA device asynchronously."""
+    staged = torch.empty((rows.shape[0], *images.shape[1:]), dtype=images.dtype,
+                         pin_memory=torch.cuda.is_available())
+    return torch.index_select(images, 0, rows, out=staged)
+
+
 def gather_to(images: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``images[rows]`` (host memory) on ``device``: gathered straight into a pinned buffer, one host copy."""
+    """``images[rows]`` (host memory) on ``device``, without waiting for a CUDA device."""
     if device.type != "cuda":
         return images[rows].to(device)
-    staged = torch.empty((rows.shape[0], *images.shape[1:]), dtype=images.dtype, pin_memory=True)
-    return torch.index_select(images, 0, rows, out=staged).to(device, non_blocking=True)
+    return gather_pinned(images, rows).to(device, non_blocking=True)
 
 
 class EpochBatches:
@@ -59,17 +69,22 @@ class EpochBatches:
 
     ``batch_size`` is the global batch; under ``torchrun`` every process draws the same
     permutation and :meth:`indices` gives this process its contiguous share of each batch.
+    ``per_step`` is the number of batches one training step reads (a GAN's critic updates).
 
     With ``images`` given, :meth:`images` returns a step's batch as floats on ``device``. Images
     kept in host memory (a data set too large for the device) are gathered on the host with a
     host copy of the permutation, so the step never waits for the device, and copied from
     pinned memory asynchronously.
+
+    Once :meth:`stage` has been called (``cuda_graphs``), a step's batches are read from fixed
+    buffers that :meth:`stage` fills before the step, so that a captured step replays on new data.
     """
 
     def __init__(self, num_examples: int, batch_size: int, *, seed: int, device: torch.device,
                  world: distributed.World = distributed.SINGLE, images: torch.Tensor | None = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, per_step: int = 1):
         self.num_examples = num_examples
+        self.per_step = per_step
         self.batch_size = min(batch_size, num_examples)
         if self.batch_size % world.size:
             raise GenframeError(f"a batch of {self.batch_size} does not split evenly over {world.size} processes")
@@ -84,6 +99,9 @@ class EpochBatches:
         self._epoch = -1
         self._perm: torch.Tensor | None = None
         self._host_perm: torch.Tensor | None = None
+        self._staged: torch.Tensor | None = None  # (per_step, local batch) indices of the staged step
+        self._staged_images: torch.Tensor | None = None  # their uint8 images, when streamed from the host
+        self._staged_step = -1
 
     def permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
@@ -103,8 +121,41 @@ class EpochBatches:
         start = position * self.batch_size + self.world.rank * self.local_batch_size
         return epoch, slice(start, start + self.local_batch_size)
 
+    def stage(self, train_step: int) -> None:
+        """Copy the indices (and streamed images) of training step ``train_step``'s batches into the
+        fixed buffers that :meth:`indices` and :meth:`images` then return views of.
+
+        A CUDA graph reads its inputs from fixed addresses: staging before every replay is what
+        lets one captured step run on every batch. The copies are queued without waiting.
+        """
+        if self._staged is None:
+            self._staged = torch.empty((self.per_step, self.local_batch_size), dtype=torch.int64, device=self.device)
+            if self._streamed:
+                assert self._images is not None
+                self._staged_images = torch.empty((self.per_step, self.local_batch_size, *self._images.shape[1:]),
+                                                  dtype=self._images.dtype, device=self.device)
+        for slot in range(self.per_step):
+            epoch, rows = self._rows(train_step * self.per_step + slot)
+            self._staged[slot].copy_(self.permutation(epoch)[rows])
+            if self._staged_images is not None:
+                assert self._host_perm is not None and self._images is not None
+                self._staged_images[slot].copy_(gather_pinned(self._images, self._host_perm[rows]),
+                                                non_blocking=True)
+        self._staged_step = train_step
+
+    def _slot(self, step: int) -> int:
+        slot = step - self._staged_step * self.per_step
+        if not 0 <= slot < self.per_step:
+            first = self._staged_step * self.per_step
+            raise GenframeError(f"batch {step} was read during training step {self._staged_step}, which reads "
+                                f"batches {first}..{first + self.per_step - 1}; a trainer reading several "
+                                "batches per step must say so in ctx.batches(per_step=...)")
+        return slot
+
     def indices(self, step: int) -> torch.Tensor:
         """Data set positions (on the device) of this process's examples in the batch of ``step``."""
+        if self._staged is not None:
+            return self._staged[self._slot(step)]
         epoch, rows = self._rows(step)
         return self.permutation(epoch)[rows]
 
@@ -112,11 +163,13 @@ class EpochBatches:
         """The images at :meth:`indices` (``step``) as floats in [-1, 1] on the device."""
         if self._images is None:
             raise GenframeError("these batches were made without images")
-        epoch, rows = self._rows(step)
-        perm = self.permutation(epoch)
-        if not self._streamed:
-            batch = self._images[perm[rows]]
+        if self._staged_images is not None:
+            batch = self._staged_images[self._slot(step)]
+        elif not self._streamed:
+            batch = self._images[self.indices(step)]
         else:
+            epoch, rows = self._rows(step)
+            self.permutation(epoch)
             assert self._host_perm is not None
             batch = gather_to(self._images, self._host_perm[rows], self.device)
         return to_float(batch.contiguous(memory_format=self._format))
@@ -127,13 +180,20 @@ class EpochBatches:
 
 @attrs.define
 class StageContext:
-    """Handed to ``Trainer.bind``: the stage's data, device, random generator and components."""
+    """Handed to ``Trainer.bind``: the stage's data, device, random generator and components.
+
+    The batches and optimisers a trainer makes here are the engine's to drive around each step:
+    it steps the learning-rate schedules after every step and, under ``cuda_graphs``, stages each
+    step's batches and makes the optimisers capturable.
+    """
 
     build: BuildContext
     components: dict[str, Component]
     stage: str
     stage_index: int
     generator: torch.Generator  # on ``device``; its state is checkpointed
+    made_batches: list[EpochBatches] = attrs.field(factory=list)
+    made_optimisers: list[Optimisers] = attrs.field(factory=list)
 
     @property
     def device(self) -> torch.device:
@@ -156,16 +216,40 @@ class StageContext:
             return to_float(images[indices])
         return to_float(gather_to(images, indices.cpu(), self.device))
 
-    def batches(self, batch_size: int) -> EpochBatches:
-        """Batches of ``batch_size`` (the global batch: under torchrun each process gets its share)."""
+    def batches(self, batch_size: int, per_step: int = 1) -> EpochBatches:
+        """Batches of ``batch_size`` (the global batch: under torchrun each process gets its share).
+
+        ``per_step``: how many of them one training step reads (a GAN's ``n_critic``).
+        """
         world = distributed.current()
         usable = min(batch_size, self.build.num_examples)
         if usable % world.size:
             raise GenframeError(f"stages[{self.stage_index}].trainer.batch_size: {usable} does not split evenly "
                                 f"over {world.size} processes; use a multiple of {world.size}")
-        return EpochBatches(self.build.num_examples, batch_size, seed=self.build.seed * 7919 + self.stage_index,
-                            device=self.device, world=world, images=self.build.images,
-                            channels_last=self.build.channels_last)
+        batches = EpochBatches(self.build.num_examples, batch_size, seed=self.build.seed * 7919 + self.stage_index,
+                               device=self.device, world=world, images=self.build.images,
+                               channels_last=self.build.channels_last, per_step=per_step)
+        self.made_batches.append(batches)
+        return batches
+
+    def optimisers(self) -> Optimisers:
+        """An empty set of optimisers whose schedules the engine steps after every training step."""
+        from .training import Optimisers
+
+        optimisers = Optimisers()
+        self.made_optimisers.append(optimisers)
+        return optimisers
+
+    def begin_step(self, step: int, staged: bool) -> None:
+        """Before training step ``step``: with ``staged`` (CUDA graphs), copy its batches into place."""
+        if staged:
+            for batches in self.made_batches:
+                batches.stage(step)
+
+    def end_step(self) -> None:
+        """After a training step: advance every learning-rate schedule."""
+        for optimisers in self.made_optimisers:
+            optimisers.step_schedules()
 
     def component(self, name: str, role: type[C]) -> C:
         """A named component (already checked by the build to exist with the right role)."""

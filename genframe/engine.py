@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, graphs
 from .build import System, build
 from .context import BuildContext, StageContext
 from .errors import GenframeError
 from .evaluation import compute_metrics
+from .graphs import StepRunner
 from .images import grid, png_bytes, to_uint8
 from .registry import Registry, get_registry
 from .roles import Generator, ModuleComponent, Prior, Schedule, nested_components
@@ -267,6 +268,7 @@ class Run:
         self.lr_scale = 1.0  # learning-rate multiplier of the running stage (lowered by rollbacks)
         self.resume_point: tuple[int, int] | None = None  # (stage, step) of the checkpoint resumed from
         self.world = distributed.current()  # this process's rank among those training the run
+        self.graph_mode = graphs.resolve_mode(system.cuda_graphs, device, self.world.size)  # off, cuda, emulate
 
     @property
     def name(self) -> str:
@@ -495,11 +497,14 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     sums: dict[str, torch.Tensor] = {}
     count = 0
     every_eval = system.evaluation.every
-    autocast = torch.autocast(the_run.device.type, dtype=torch.bfloat16, enabled=system.precision == "bf16")
+    runner = StepRunner(trainer, ctx, the_run.graph_mode, where=f"{system.source}: stage {stage.name!r}")
+    # autocast's cache of cast weights must be off while steps are captured and replayed
+    autocast = torch.autocast(the_run.device.type, dtype=torch.bfloat16, enabled=system.precision == "bf16",
+                              cache_enabled=the_run.graph_mode == "off")
     for step in range(start, total):
         with autocast:
-            losses = _guarded_step(trainer, step, stage)
-        for key, value in losses.items():
+            losses = _guarded_step(runner, step, stage)
+        for key, value in losses.items():  # replayed outputs are overwritten by the next step: add them now
             sums[key] = sums[key] + value.detach() if key in sums else value.detach().float().clone()
         count += 1
         done = step + 1
@@ -541,11 +546,11 @@ def _interval_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, floa
     return {key: total / steps for key, total in zip(sums, totals)}
 
 
-def _guarded_step(trainer, step: int, stage) -> dict[str, torch.Tensor]:
+def _guarded_step(runner: StepRunner, step: int, stage) -> dict[str, torch.Tensor]:
     try:
-        return trainer.train_step(step)
+        return runner(step)
     except torch.cuda.OutOfMemoryError:
-        batch = getattr(trainer, "batch_size", None)
+        batch = getattr(stage.trainer, "batch_size", None)
         setting = f"stages[{stage.index}].trainer.batch_size" + (f" (now {batch})" if batch else "")
         raise GenframeError(f"stage {stage.name!r}, step {step + 1}: out of GPU memory; lower {setting}, "
                             "or free the GPU of other processes") from None

@@ -401,7 +401,15 @@ class Trainer(Component):
 
     ``train_step`` must not synchronise with the host: it returns device tensors which the engine
     reads only at the logging interval. Everything needed to resume lives in ``state_dict``.
+    Batches and optimisers come from the ``StageContext`` (``ctx.batches``, ``ctx.optimisers``):
+    the engine steps their learning-rate schedules after every step.
     """
+
+    #: True when ``train_step`` can be captured once in a CUDA graph and replayed (``cuda_graphs``):
+    #: it only queues device work of fixed shapes, reads its batches through ``EpochBatches``, updates
+    #: tensors it keeps across steps in place (``copy_``, not rebinding) and draws random numbers with
+    #: the stage's generator or torch's default one. ``cuda_graphs: emulate`` checks this on any device.
+    supports_cuda_graphs: ClassVar[bool] = False
 
     def check(self, components: dict[str, Component], path: str) -> None:
         """Refuse combinations of components that cannot work, at build time (before any data is
@@ -429,6 +437,12 @@ class Trainer(Component):
     @abc.abstractmethod
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         ...
+
+    def replayable(self, step: int) -> bool:
+        """Whether ``train_step(step)`` does the same device work as every other step, so that a graph
+        captured on another step may stand in for it. Steps that do more (IMLE's periodic search for
+        nearest neighbours) answer False and run eagerly, between replays."""
+        return True
 
     def state_dict(self) -> dict:
         return {}

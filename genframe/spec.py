@@ -134,6 +134,14 @@ def build_schema(registry: Registry | None = None) -> dict:
                 "description": "torch.compile the network components for training: true, or backend/mode options. "
                                "Critics that a penalty differentiates twice stay eager.",
             },
+            "cuda_graphs": {
+                "anyOf": [{"type": "boolean"}, {"const": "emulate"}],
+                "default": False,
+                "description": "true: capture one whole training step (optimiser included) in a CUDA graph and "
+                               "replay it every step, which removes the per-kernel launch cost of small models; "
+                               "no effect on the CPU. emulate: replay recorded operations on any device, slowly, "
+                               "to check that a trainer is replay-safe",
+            },
             "channels_last": {
                 "type": "boolean", "default": False,
                 "description": "convolution weights and image batches in channels-last (NHWC) memory order, "

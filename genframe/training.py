@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from .context import EpochBatches
 from .distributed import average_gradients_hook
+from .errors import GenframeError
 from .roles import Optimizer, Schedule
 
 
@@ -41,11 +42,12 @@ class Optimisers:
     def __init__(self) -> None:
         self._pairs: dict[str, tuple[torch.optim.Optimizer, LambdaLR]] = {}
 
-    def add(self, key: str, spec: Optimizer, params: Any, batches: EpochBatches, total_steps: int,
-            batches_per_step: int = 1) -> torch.optim.Optimizer:
-        """Build ``spec`` for ``params``; its schedule sees epochs of ``batches`` and the stage's progress."""
+    def add(self, key: str, spec: Optimizer, params: Any, batches: EpochBatches,
+            total_steps: int) -> torch.optim.Optimizer:
+        """Build ``spec`` for ``params``; its schedule sees epochs of ``batches`` (``batches.per_step``
+        of them per training step) and the stage's progress."""
         def when(step: int) -> tuple[float, float]:
-            return batches.epoch_of(step * batches_per_step), step / max(1, total_steps)
+            return batches.epoch_of(step * batches.per_step), step / max(1, total_steps)
 
         self._pairs[key] = build_optimizer(spec, params, when)
         return self._pairs[key][0]
@@ -65,9 +67,34 @@ class Optimisers:
             opt.step()
 
     def step_schedules(self) -> None:
-        """Advance every schedule by one training step (call once per ``train_step``)."""
-        for _, scheduler in self._pairs.values():
+        """Advance every schedule by one training step (the engine does, after every ``train_step``).
+
+        A learning rate held in a tensor (a captured step reads it from there) is updated in place.
+        """
+        for opt, scheduler in self._pairs.values():
+            held = [group["lr"] for group in opt.param_groups]
             scheduler.step()
+            for group, lr in zip(opt.param_groups, held):
+                if isinstance(lr, torch.Tensor) and group["lr"] is not lr:  # a torch that assigns a float
+                    lr.fill_(group["lr"])
+                    group["lr"] = lr
+
+    def make_capturable(self, device: torch.device) -> None:
+        """Let every optimiser step run inside a CUDA graph: ``capturable`` updates, whose step counts
+        live on the device, and learning rates in device tensors that schedules update in place."""
+        for key, (opt, _) in self._pairs.items():
+            for group in opt.param_groups:
+                if "capturable" not in group:
+                    raise GenframeError(f"cuda_graphs: the {key} optimiser ({type(opt).__name__}) cannot run "
+                                        "inside a CUDA graph; use adam or rmsprop, or set cuda_graphs: false")
+                group.setdefault("eager_capturable", group["capturable"])
+                group["capturable"] = True
+                if not isinstance(group["lr"], torch.Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+                for param in group["params"]:
+                    state = opt.state.get(param, {})
+                    if isinstance(state.get("step"), torch.Tensor):
+                        state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
 
     def scale(self, factor: float) -> None:
         """Multiply every learning rate now and in every later step of the schedules."""
@@ -77,9 +104,29 @@ class Optimisers:
                 group["lr"] *= factor
 
     def state_dict(self) -> dict:
-        return {k: {"optimizer": o.state_dict(), "scheduler": s.state_dict()} for k, (o, s) in self._pairs.items()}
+        return {k: {"optimizer": _portable(o), "scheduler": s.state_dict()} for k, (o, s) in self._pairs.items()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (before any :meth:`make_capturable`)."""
         for key, (opt, sched) in self._pairs.items():
             opt.load_state_dict(state[key]["optimizer"])
             sched.load_state_dict(state[key]["scheduler"])
+
+
+def _portable(opt: torch.optim.Optimizer) -> dict:
+    """``opt``'s state dict as an eager optimiser would hold it, so that a run checkpointed with
+    ``cuda_graphs`` resumes with or without them: plain learning rates, the spec's ``capturable``,
+    and step counts on the host where an eager optimiser keeps them."""
+    saved = opt.state_dict()
+    if not any("eager_capturable" in group for group in saved["param_groups"]):
+        return saved
+    state = dict(saved["state"])
+    for group in saved["param_groups"]:
+        group["capturable"] = group.pop("eager_capturable")
+        group["lr"] = float(group["lr"])
+        if group["capturable"] or group.get("fused"):
+            continue  # these keep their step counts on the device
+        for pid in group["params"]:
+            if isinstance(state.get(pid, {}).get("step"), torch.Tensor):
+                state[pid] = {**state[pid], "step": state[pid]["step"].cpu()}
+    return {"state": state, "param_groups": saved["param_groups"]}

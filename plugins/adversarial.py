@@ -12,7 +12,6 @@ from genframe import (Component, Critic, Divergence, GenframeError, Generator, L
                       Prior, SpecError, Trainer, component, hookimpl, param, ref)
 from genframe.context import StageContext
 from genframe.distributed import per_example
-from genframe.training import Optimisers
 from genframe_plugins._defaults import adam_defaults
 
 
@@ -36,6 +35,8 @@ class Adversarial(Trainer):
     steps: int = param(10000, ge=1, help="generator updates")
     optimizer: Optimizer = param(factory=adam_defaults(1e-4, (0.0, 0.9)), help="generator optimiser")
     critic_optimizer: Optimizer | None = param(None, help="critic optimiser (null: same settings as optimizer)")
+
+    supports_cuda_graphs = True
 
     def check(self, components: dict[str, Component], path: str) -> None:
         generator, critic = components[self.generator], components[self.critic]
@@ -63,16 +64,15 @@ class Adversarial(Trainer):
         self._critic = ctx.component(self.critic, Critic)
         self._prior = ctx.component(self.prior, Prior)
         self._labels = self._class_labels(ctx)
-        self._batches = ctx.batches(self.batch_size)
+        self._batches = ctx.batches(self.batch_size, per_step=self.n_critic)
         self.divergence.reset(ctx.device)
         for constraint in self.constraints:
             constraint.reset(ctx.device)
-        self._optimisers = Optimisers()
+        self._optimisers = ctx.optimisers()
         trained = [p for p in self._generator.parameters() if p.requires_grad]  # not an EMA copy
-        self._g_opt = self._optimisers.add("generator", self.optimizer, trained, self._batches, self.steps,
-                                          self.n_critic)
+        self._g_opt = self._optimisers.add("generator", self.optimizer, trained, self._batches, self.steps)
         self._d_opt = self._optimisers.add("critic", self.critic_optimizer or self.optimizer,
-                                          self._critic.parameters(), self._batches, self.steps, self.n_critic)
+                                          self._critic.parameters(), self._batches, self.steps)
 
     def _class_labels(self, ctx: StageContext) -> torch.Tensor | None:
         """The data's labels when the models are class-conditional (checked against their classes)."""
@@ -131,7 +131,6 @@ class Adversarial(Trainer):
         self._g_opt.step()
         self._generator.after_update()
         self._critic.requires_grad_(True)
-        self._optimisers.step_schedules()
         return {"critic": critic_loss, "penalty": penalty, "generator": generator_loss.detach(),
                 **self.divergence.update(real_scores, fake_scores.detach())}
 

@@ -12,7 +12,6 @@ import torch
 from genframe import (Component, Encoder, Generator, LatentDivergence, Optimizer, ReconstructionLoss, Trainer,
                       component, hookimpl, param, ref)
 from genframe.context import StageContext
-from genframe.training import Optimisers
 from genframe_plugins._defaults import adam_defaults
 
 
@@ -35,6 +34,8 @@ class Autoencoding(Trainer):
         factory=adam_defaults(1e-2, (0.5, 0.999)), help="encoder/code optimiser (null: same settings as optimizer)")
     preview_count: int = param(32, ge=0, help="training images reconstructed at each evaluation")
 
+    supports_cuda_graphs = True
+
     def check(self, components: dict[str, Component], path: str) -> None:
         if self.latent_divergence is not None:
             self.latent_divergence.check(components[self.encoder], components, f"{path}.latent_divergence")
@@ -47,7 +48,7 @@ class Autoencoding(Trainer):
         if self.latent_divergence is not None:
             self.latent_divergence.bind(ctx)
         self._batches = ctx.batches(self.batch_size)
-        self._optimisers = Optimisers()
+        self._optimisers = ctx.optimisers()
         self._optimisers.add("generator", self.optimizer, self._generator.parameters(), self._batches,
                             self.total_steps())
         self._optimisers.add("encoder", self.encoder_optimizer or self.optimizer, self._encoder.parameters(),
@@ -71,7 +72,6 @@ class Autoencoding(Trainer):
         self._optimisers.zero_grad()
         loss.backward()
         self._optimisers.step()
-        self._optimisers.step_schedules()
         self._encoder.after_update()
         self._generator.after_update()  # e.g. an EMA generator averages its weights
         return {"loss": loss.detach(), **logged}

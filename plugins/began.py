@@ -125,14 +125,14 @@ class BEGAN(Divergence):
         real_energy, fake_energy = distributed.mean(torch.stack([real_scores.float().mean(),
                                                                  fake_scores.float().mean()]))
         balance = self.gamma * real_energy - fake_energy
-        self._k = (self._k + self.lambda_k * balance).clamp(0.0, 1.0)
-        return {"k": self._k, "convergence": real_energy + balance.abs()}
+        self._k.copy_((self._k + self.lambda_k * balance).clamp(0.0, 1.0))  # in place, for CUDA graphs
+        return {"k": self._k.clone(), "convergence": real_energy + balance.abs()}
 
     def state_dict(self) -> dict:
-        return {"k": self._k}
+        return {"k": self._k.clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._k = state["k"].to(self._k.device)
+        self._k.copy_(state["k"])
 
 
 @hookimpl

@@ -9,7 +9,6 @@ from genframe import Encoder, Generator, Optimizer, Prior, Trainer, component, h
 from genframe.context import StageContext
 from genframe.distributed import gather_rows, per_example
 from genframe.neighbours import nearest_neighbours
-from genframe.training import Optimisers
 from genframe_plugins._defaults import adam_defaults
 
 
@@ -35,6 +34,8 @@ class IMLE(Trainer):
     noise: float = param(0.0, ge=0, help="std of Gaussian noise added to the selected inputs at each step")
     optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999), weight_decay=1e-5))
 
+    supports_cuda_graphs = True
+
     def bind(self, ctx: StageContext) -> None:
         self._ctx = ctx
         self._model = ctx.components[self.model]
@@ -45,7 +46,7 @@ class IMLE(Trainer):
             self._targets = ctx.component(self.targets, Encoder).encode_all(ctx.images).detach()
         self._batches = ctx.batches(self.batch_size)
         self._selected = torch.zeros(self._targets.shape[0], self._prior.dim, device=ctx.device)
-        self._optimisers = Optimisers()
+        self._optimisers = ctx.optimisers()
         self._optimisers.add("model", self.optimizer, self._model.parameters(), self._batches, self.total_steps())
 
     def total_steps(self) -> int:
@@ -70,11 +71,17 @@ class IMLE(Trainer):
         targets, samples = self._targets.flatten(1), mapped.flatten(1)
         nearest = gather_rows(lambda start, stop: nearest_neighbours(targets[start:stop], samples)[0],
                               targets.shape[0])
-        self._selected = pool[nearest]
+        self._selected.copy_(pool[nearest])  # in place: replayed steps read it where they were captured
+
+    def _refreshes(self, step: int) -> bool:
+        epoch, position = divmod(step, self._batches.steps_per_epoch)
+        return position == 0 and epoch % self.staleness == 0
+
+    def replayable(self, step: int) -> bool:
+        return not self._refreshes(step)
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        epoch, position = divmod(step, self._batches.steps_per_epoch)
-        if position == 0 and epoch % self.staleness == 0:
+        if self._refreshes(step):
             self._refresh()
         indices = self._batches.indices(step)
         inputs = self._selected[indices]
@@ -86,17 +93,16 @@ class IMLE(Trainer):
         self._optimisers.zero_grad()
         loss.backward()
         self._optimisers.step()
-        self._optimisers.step_schedules()
         if isinstance(self._model, Generator):
             self._model.after_update()  # e.g. an EMA generator averages its weights
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:
-        return {"optimisers": self._optimisers.state_dict(), "selected": self._selected}
+        return {"optimisers": self._optimisers.state_dict(), "selected": self._selected.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self._optimisers.load_state_dict(state["optimisers"])
-        self._selected = state["selected"].to(self._ctx.device)
+        self._selected.copy_(state["selected"])
 
 
 @hookimpl

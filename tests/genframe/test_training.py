@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from genframe.context import EpochBatches
 from genframe.training import Optimisers
-from genframe_plugins.optim import Adam, Step
+from genframe_plugins.optim import Adam, Constant, RMSProp, Step
 
 
 def _params():
@@ -19,8 +20,9 @@ def test_optimisers_step_together_and_follow_their_schedules():
     batches = EpochBatches(40, 10, seed=0, device=torch.device("cpu"))  # 4 steps per epoch
     opts = Optimisers()
     opts.add("a", Adam(lr=0.1, schedule=Step(every_epochs=1, gamma=0.5)), a, batches, total_steps=12)
-    opts.add("b", Adam(lr=0.2, schedule=Step(every_epochs=1, gamma=0.5)), b, batches, total_steps=12,
-             batches_per_step=2)  # e.g. two critic batches per step: epochs pass twice as fast
+    critic_batches = EpochBatches(40, 10, seed=0, device=torch.device("cpu"), per_step=2)
+    opts.add("b", Adam(lr=0.2, schedule=Step(every_epochs=1, gamma=0.5)), b, critic_batches,
+             total_steps=12)  # e.g. two critic batches per step: epochs pass twice as fast
     lrs = []
     for _ in range(5):
         opts.zero_grad()
@@ -47,3 +49,60 @@ def test_optimiser_state_round_trips():
     second.load_state_dict(first.state_dict())
     assert second["a"].param_groups[0]["lr"] == first["a"].param_groups[0]["lr"] == 0.05
     assert torch.equal(second["a"].state[a[0]]["exp_avg"], first["a"].state[a[0]]["exp_avg"])
+
+
+@pytest.mark.parametrize("spec", [Adam(lr=0.1, schedule=Step(every_epochs=1, gamma=0.5)),
+                                  Adam(lr=0.1, weight_decay=0.01, fused=True, schedule=Constant()),
+                                  RMSProp(lr=0.05, schedule=Step(every_epochs=1, gamma=0.5))],
+                         ids=["adam", "adam-fused", "rmsprop"])
+def test_capturable_optimisers_follow_plain_ones_and_save_the_same_state(spec, monkeypatch):
+    from genframe import graphs
+
+    batches = EpochBatches(40, 10, seed=0, device=torch.device("cpu"))  # 4 steps per epoch: the rate halves
+
+    def trained(capturable: bool) -> tuple[Optimisers, torch.nn.Parameter]:
+        torch.manual_seed(0)
+        param = torch.nn.Parameter(torch.randn(5))
+        opts = Optimisers()
+        opts.add("a", spec, [param], batches, total_steps=12)
+        if capturable:
+            opts.make_capturable(torch.device("cpu"))
+            lr = opts["a"].param_groups[0]["lr"]
+        with graphs._capturable_anywhere():  # PyTorch admits capturable optimisers on accelerators only
+            for _ in range(6):
+                opts.zero_grad()
+                (param.square() * torch.arange(5.0)).sum().backward()
+                opts.step()
+                opts.step_schedules()
+        if capturable:
+            assert opts["a"].param_groups[0]["lr"] is lr  # updated in place, where a graph reads it
+        return opts, param
+
+    plain, plain_param = trained(False)
+    captured, captured_param = trained(True)
+    # bias corrections in float32 tensors instead of Python floats: rounding-level differences
+    torch.testing.assert_close(captured_param, plain_param, rtol=1e-4, atol=1e-5)
+    assert float(captured["a"].param_groups[0]["lr"]) == pytest.approx(plain["a"].param_groups[0]["lr"])
+    saved, expected = captured.state_dict()["a"]["optimizer"], plain.state_dict()["a"]["optimizer"]
+    # plain rates (float32-rounded: a graph reads them from a float32 tensor), the spec's capturable
+    for group, plain_group in zip(saved["param_groups"], expected["param_groups"]):
+        assert group["lr"] == pytest.approx(plain_group.pop("lr"), rel=1e-7)
+        assert {k: v for k, v in group.items() if k != "lr"} == plain_group
+    for pid, state in expected["state"].items():
+        for key, value in state.items():
+            assert saved["state"][pid][key].device == value.device
+            torch.testing.assert_close(saved["state"][pid][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_an_optimiser_that_cannot_be_captured_is_named():
+    from genframe import GenframeError, Optimizer
+
+    class Plain(Optimizer):
+        def build(self, params):
+            return torch.optim.SGD(params, lr=0.1)
+
+    opts = Optimisers()
+    opts.add("critic", Plain(), [torch.nn.Parameter(torch.zeros(2))],
+             EpochBatches(4, 2, seed=0, device=torch.device("cpu")), total_steps=2)
+    with pytest.raises(GenframeError, match="critic optimiser .SGD. cannot run inside a CUDA graph"):
+        opts.make_capturable(torch.device("cpu"))
