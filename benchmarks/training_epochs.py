@@ -19,7 +19,10 @@ epoch), which leaves set-up and evaluation out. After ``--warmup`` epochs, the m
 ``--repeats`` epochs is reported (pooled over ``--trials`` alternating runs of the two sides,
 which evens out a change in the machine's load).
 
-    python benchmarks/training_epochs.py [--device cuda] [--images N] [--repeats 5] [--data auto|mnist|digits]
+    python benchmarks/training_epochs.py [--device cuda] [--images N] [--repeats 5] [--data auto|mnist|digits] [--fast]
+
+``--fast`` adds genframe's fast settings (``cuda_graphs: true``, fused Adam) as extra rows, against
+the same hand-written epochs; they only differ from the plain rows on a CUDA device.
 
 Prints seconds per epoch of each side and their ratio (hand-written time / genframe time: above 1
 genframe is faster) and writes the figures as JSON.
@@ -149,13 +152,19 @@ def searches(images: torch.Tensor, glann: dict, repeats: int) -> tuple[list[floa
     return ours, reference
 
 
-def genframe_spec(glann: dict, stage: int, data: dict, epochs: int, steps_per_epoch: int) -> dict:
-    """glann.yaml reduced to one stage of ``epochs`` epochs, logging once per epoch, without sampling."""
+def genframe_spec(glann: dict, stage: int, data: dict, epochs: int, steps_per_epoch: int, fast: bool = False) -> dict:
+    """glann.yaml reduced to one stage of ``epochs`` epochs, logging once per epoch, without sampling;
+    ``fast``: with whole steps replayed from a CUDA graph and fused Adam updates."""
     chosen = copy.deepcopy(glann["stages"][stage])
     chosen["trainer"]["epochs"] = epochs
     chosen["sample"] = False
     spec = {**glann, "name": f"epochs-{chosen['name']}", "data": data, "stages": [chosen],
             "log_every": steps_per_epoch, "checkpoint_every": 10**9, "evaluation": {"n_samples": 4}}
+    if fast:
+        spec["cuda_graphs"] = True
+        for key in ("optimizer", "encoder_optimizer"):
+            if chosen["trainer"].get(key, {}).get("type") == "adam":
+                chosen["trainer"][key]["fused"] = True
     if stage == IMLE:
         chosen["trainer"]["staleness"] = 1  # one refresh per epoch, as timed by hand
         spec["components"] = imle_components(glann)
@@ -163,10 +172,10 @@ def genframe_spec(glann: dict, stage: int, data: dict, epochs: int, steps_per_ep
 
 
 def genframe_epochs(glann: dict, stage: int, data: dict, n: int, warmup: int, repeats: int,
-                    device: str) -> list[float]:
+                    device: str, fast: bool = False) -> list[float]:
     """Seconds of genframe's epochs after ``warmup`` of them, from its log."""
     steps_per_epoch = n // min(glann["stages"][stage]["trainer"]["batch_size"], n)
-    log = genframe_log(genframe_spec(glann, stage, data, warmup + repeats, steps_per_epoch), device)
+    log = genframe_log(genframe_spec(glann, stage, data, warmup + repeats, steps_per_epoch, fast), device)
     return [seconds for _, seconds in log_intervals(log, warmup * steps_per_epoch)]
 
 
@@ -188,6 +197,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="epochs timed (the median is reported)")
     parser.add_argument("--trials", type=int, default=1,
                         help="alternate hand-written and genframe runs this many times (all timed epochs pooled)")
+    parser.add_argument("--fast", action="store_true", help="also time genframe with cuda_graphs and fused Adam")
     parser.add_argument("--out", default="benchmarks/results/training_epochs.json")
     args = parser.parse_args()
     if min(args.warmup, args.repeats, args.trials) < 1:
@@ -204,11 +214,15 @@ def main() -> None:
     epochs = args.warmup + args.repeats
     results = []
     for name, stage, by_hand in (("GLO epoch", GLO, hand_written_glo), ("IMLE mapper epoch", IMLE, hand_written_imle)):
-        reference, ours = [], []
+        reference, ours, quick = [], [], []
         for _ in range(args.trials):  # alternating, so that a change in the machine's load hits both sides
             reference += by_hand(images, glann, epochs)[args.warmup:]
             ours += genframe_epochs(glann, stage, data, n, args.warmup, args.repeats, str(device))
+            if args.fast:
+                quick += genframe_epochs(glann, stage, data, n, args.warmup, args.repeats, str(device), fast=True)
         results.append(result(name, ours, reference))
+        if args.fast:
+            results.append(result(f"{name}, cuda_graphs + fused Adam", quick, reference))
     results.append(result("IMLE refresh: nearest-neighbour search alone (s per search)",
                           *searches(images, glann, args.repeats * args.trials)))
     print("| procedure | genframe s/epoch | hand-written s/epoch | ratio |\n| --- | --- | --- | --- |")
@@ -218,7 +232,7 @@ def main() -> None:
     settings = {"data": data["type"], "images": n, "image_size": images.shape[-1], "warmup": args.warmup,
                 "repeats": args.repeats, "trials": args.trials, "spec": "specs/glann.yaml",
                 "glo_batch": glann["stages"][GLO]["trainer"]["batch_size"], "imle_batch": imle["batch_size"],
-                "imle_sample_factor": imle["sample_factor"]}
+                "imle_sample_factor": imle["sample_factor"], "fast": args.fast}
     write_json(args.out, {**environment(device), "settings": settings, "results": results})
 
 
