@@ -139,13 +139,48 @@ def mean(tensor: torch.Tensor) -> torch.Tensor:
     return average_(tensor.detach().clone()) if _current.active else tensor
 
 
+#: Attribute of a table parameter holding the rows its gradient may be non-zero in this step.
+_ROWS = "_genframe_rows_this_step"
+_MIXED = object()  # the table was read twice in one step: exchange its whole gradient
+
+
+def rows_used(table: torch.Tensor, rows: torch.Tensor) -> None:
+    """Declare that this step's gradient of ``table`` (one row per training example, such as GLO's
+    codes) is zero outside ``rows``, this process's share of the batch.
+
+    Under torchrun the averaging then exchanges those rows of every process (batch x d numbers)
+    instead of all-reducing the whole N x d gradient; the result is the same, because the batches
+    of the processes are disjoint. Call it where the rows are read with gradients enabled.
+    """
+    if not _current.active or not torch.is_grad_enabled() or not table.requires_grad:
+        return
+    table.__dict__[_ROWS] = rows if _ROWS not in table.__dict__ else _MIXED
+
+
+def _average_rows(grad: torch.Tensor, rows: torch.Tensor) -> None:
+    """Average a gradient that is non-zero only in ``rows`` of each process: gather those rows only."""
+    size = _current.size
+    rows = rows.to(grad.device)
+    every_rows = [torch.empty_like(rows) for _ in range(size)]
+    dist.all_gather(every_rows, rows.contiguous())
+    local = grad[rows]
+    every_values = [torch.empty_like(local) for _ in range(size)]
+    dist.all_gather(every_values, local.contiguous())
+    grad.zero_()
+    grad.index_add_(0, torch.cat(every_rows), torch.cat(every_values)).div_(size)
+
+
 def average_gradients(params: Iterable[torch.Tensor]) -> None:
-    """Average the gradients of ``params`` over processes: one all-reduce per dtype, on a flat buffer."""
+    """Average the gradients of ``params`` over processes: one all-reduce per dtype, on a flat buffer,
+    except for tables whose used rows were declared with :func:`rows_used`."""
     if not _current.active:
         return
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for p in params:
-        if p.grad is not None:
+        rows = p.__dict__.pop(_ROWS, None)
+        if p.grad is not None and rows is not None and rows is not _MIXED:
+            _average_rows(p.grad, rows)
+        elif p.grad is not None:
             by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
     for grads in by_dtype.values():
         flat = average_(torch.cat([g.reshape(-1) for g in grads]))

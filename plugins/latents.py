@@ -14,6 +14,7 @@ from torch import nn
 
 from genframe import Encoder, GenframeError, component, hookimpl, param
 from genframe.context import BuildContext
+from genframe.distributed import rows_used
 from genframe.images import to_float
 
 PROJECTIONS = ("sphere", "ball", "none")
@@ -86,6 +87,7 @@ class LatentCodes(Encoder):
         self.codes = nn.Parameter(project(codes, self.projection))
 
     def encode(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        rows_used(self.codes, indices)  # under torchrun only these rows' gradients are exchanged
         return self.codes[indices]
 
     def project(self, codes: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,54 @@ def test_a_checkpoint_resumes_under_another_number_of_processes(before, after, w
     assert_same_losses(losses(tmp_path / "reference"), losses(tmp_path / "run"))
 
 
+ROWS_SCRIPT = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from genframe import distributed
+
+world = distributed.join(torch.device("cpu"))
+sent = []
+for name in ("all_reduce", "all_gather"):
+    original = getattr(dist, name)
+    def counting(tensor_or_list, *args, _original=original, **kwargs):
+        tensor = tensor_or_list if isinstance(tensor_or_list, torch.Tensor) else args[0]
+        sent.append(tensor.numel())
+        return _original(tensor_or_list, *args, **kwargs)
+    setattr(dist, name, counting)
+torch.manual_seed(0)
+table, other = torch.nn.Parameter(torch.randn(1000, 8)), torch.nn.Parameter(torch.randn(3))
+rows = torch.randperm(1000)[:16][world.rank * 8:(world.rank + 1) * 8]  # disjoint shares of one batch
+loss = table[rows].square().sum() * (world.rank + 1) + other.sum() * (world.rank + 1)
+loss.backward()
+dense = table.grad.clone()
+distributed.average_(dense)
+distributed.rows_used(table, rows)
+sent.clear()
+distributed.average_gradients([table, other])
+report = {"same": torch.equal(table.grad, dense), "sent": sent, "other": other.grad.tolist()}
+with open(os.path.join(sys.argv[1], f"rank{world.rank}.json"), "w") as fh:
+    json.dump(report, fh)
+distributed.leave()
+"""
+
+
+def test_a_code_table_exchanges_the_rows_of_the_batch_only(tmp_path):
+    script = tmp_path / "rows.py"
+    script.write_text(ROWS_SCRIPT)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run([*launcher, str(script), str(tmp_path)], env=_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
+    assert len(reports) == 2
+    for report in reports:
+        assert report["same"]  # exactly the dense all-reduce's average
+        assert report["other"] == [1.5, 1.5, 1.5]  # (1 + 2) / 2: dense parameters are averaged as before
+        # the table: 8 row numbers and 8 x 8 values per process, not 1000 x 8; the other parameter: 3
+        assert sorted(report["sent"]) == [3, 8, 64]
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(write_spec, tmp_path):
     spec = {**GAN, "stages": [{"name": "gan", "trainer": {**GAN["stages"][0]["trainer"], "batch_size": 15}}]}
     path = write_spec(spec)
