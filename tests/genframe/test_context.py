@@ -7,6 +7,7 @@ import torch
 
 from genframe.api import train
 from genframe.context import EpochBatches
+from genframe.errors import GenframeError
 from genframe.images import to_float
 from genframe.storage import RunStorage
 
@@ -44,6 +45,31 @@ def test_streamed_images_are_gathered_with_the_host_permutation():
     for step in (0, 2, 5):
         assert torch.equal(streamed.indices(step), resident.indices(step))
         assert torch.equal(streamed.images(step), resident.images(step))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["resident", "streamed"])
+def test_staged_batches_are_the_steps_batches_in_fixed_buffers(streamed):
+    """What a replayed CUDA graph reads: each step's batches copied into the same memory."""
+    images = _images()
+    plain = EpochBatches(50, 16, seed=1, device=torch.device("cpu"), images=images, per_step=2)
+    staged = EpochBatches(50, 16, seed=1, device=torch.device("cpu"), images=images, per_step=2)
+    staged._streamed = streamed
+    staged.stage(0)
+    assert (staged._staged_images is not None) == streamed  # streamed images are copied in as well
+
+    def buffers() -> tuple[int, int | None]:
+        held = staged._staged_images
+        return staged.indices(2 * staged._staged_step).data_ptr(), None if held is None else held.data_ptr()
+
+    first = buffers()
+    for step in (0, 1, 2, 7):  # a step's two batches can straddle an epoch (3 batches per epoch)
+        staged.stage(step)
+        for batch in (2 * step, 2 * step + 1):
+            assert torch.equal(staged.indices(batch), plain.indices(batch))
+            assert torch.equal(staged.images(batch), plain.images(batch))
+        assert buffers() == first
+    with pytest.raises(GenframeError, match=r"batch 3 was read during training step 7, which reads batches 14..15"):
+        staged.indices(3)
 
 
 @cuda

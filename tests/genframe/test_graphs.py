@@ -208,7 +208,8 @@ def test_the_runner_warms_up_captures_and_names_the_setting_when_capture_fails()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("spec", [WGAN_GP, BEGAN_LONG, GLANN, IMAGE_IMLE], ids=lambda s: s["name"])
+@pytest.mark.parametrize("spec", [WGAN_GP, BEGAN_LONG, GLANN, IMAGE_IMLE,
+                                  {**WGAN_GP, "name": "streamed", "data_placement": "host"}], ids=lambda s: s["name"])
 def test_cuda_graphs_train_like_eager_steps_on_a_gpu(spec, write_spec, tmp_path):
     on_gpu = {**spec, "device": "cuda"}
     train(write_spec(on_gpu, "eager.yaml"), out=str(tmp_path / "eager"))
