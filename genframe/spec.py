@@ -265,6 +265,17 @@ def _kind(value: Any) -> str:
             dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def _expected(schema: dict) -> str:
+    """What one alternative of an ``anyOf`` accepts, in words."""
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return " or ".join(repr(v) for v in schema["enum"])
+    if schema.get("type") == "object" and "properties" in schema:
+        return f"a mapping of {', '.join(schema['properties'])}"
+    return str(schema.get("type", "?"))
+
+
 def _describe_error(error: jsonschema.ValidationError, schema: dict) -> tuple[str, str]:
     """One readable line for the most relevant schema violation: (field path, message)."""
     path = list(error.absolute_path)
@@ -288,7 +299,7 @@ def _describe_error(error: jsonschema.ValidationError, schema: dict) -> tuple[st
             hint = f" (YAML reads {value} as text: write it with a decimal point, e.g. {_float_hint(value)})"
         return format_path(path), f"found {value!r} ({_kind(value)}), expected {expected}{hint}"
     if error.validator == "anyOf":
-        expected = " or ".join(str(sub.get("type", sub.get("enum", "?"))) for sub in error.validator_value)
+        expected = " or ".join(_expected(sub) for sub in error.validator_value)
         return format_path(path), f"found {value!r} ({_kind(value)}), expected {expected}"
     if error.validator == "not" and path and path[-1] == "type":
         return format_path(path), f"found {value!r}, but no component of this role is installed"

@@ -120,6 +120,15 @@ def test_wrong_value_type(write_spec):
         "stages[0].trainer.constraints[0].weight: found 'ten' (string), expected number"
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    ("cuda_graphs", "maybe", "cuda_graphs: found 'maybe' (string), expected boolean or 'emulate'"),
+    ("compile", 7, "compile: found 7 (integer), expected boolean or a mapping of backend, mode"),
+])
+def test_a_setting_with_alternatives_names_each(key, value, expected, tiny_spec, write_spec):
+    tiny_spec[key] = value
+    assert _error(tiny_spec, write_spec) == expected
+
+
 def test_number_written_as_yaml_text_gets_a_hint(tmp_path):
     text = (SPECS / "wgan_gp.yaml").read_text().replace("lr: 1.0e-4", "lr: 1e-4")
     path = tmp_path / "s.yaml"
