@@ -107,6 +107,8 @@ class StepRunner:
             raise CaptureError(f"{self.where}: trainer {self.trainer.type_name!r} returned values that are not "
                                "tensors, which a replayed step cannot update; set cuda_graphs: false")
         self._graph, self._outputs, self.captured_at = graph, outputs, step
+        kind = "a CUDA graph" if self.mode == "cuda" else "an emulated graph"
+        print(f"genframe: {self.where}: step {step + 1} captured as {kind}; later steps replay it", file=sys.stderr)
         return outputs
 
 

@@ -115,7 +115,7 @@ class Optimisers:
 
 def _portable(opt: torch.optim.Optimizer) -> dict:
     """``opt``'s state dict as an eager optimiser would hold it, so that a run checkpointed with
-    ``cuda_graphs`` resumes with or without them: plain learning rates, the spec's ``capturable``,
+    ``cuda_graphs`` holds what one without them would: plain learning rates, the spec's ``capturable``,
     and step counts on the host where an eager optimiser keeps them."""
     saved = opt.state_dict()
     if not any("eager_capturable" in group for group in saved["param_groups"]):

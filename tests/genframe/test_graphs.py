@@ -76,6 +76,12 @@ def test_replayed_steps_train_like_eager_steps(spec, write_spec, tmp_path, monke
     _assert_same_weights(eager, replayed, rtol=1e-6, atol=1e-7)
 
 
+def test_the_capture_is_announced(write_spec, tmp_path, capsys):
+    train(write_spec(_emulated(WGAN_GP)), out=str(tmp_path / "run"))
+    assert f"stage 'gan': step {WARMUP_STEPS + 1} captured as an emulated graph; later steps replay it" \
+        in capsys.readouterr().err
+
+
 def test_a_replayed_run_resumes_exactly(write_spec, tmp_path):
     spec = {**_emulated(WGAN_GP), "checkpoint_every": 6}
     # crashes after the checkpoint of step 6: the resumed run warms up again and captures anew
