@@ -268,7 +268,7 @@ class Run:
         self.lr_scale = 1.0  # learning-rate multiplier of the running stage (lowered by rollbacks)
         self.resume_point: tuple[int, int] | None = None  # (stage, step) of the checkpoint resumed from
         self.world = distributed.current()  # this process's rank among those training the run
-        self.graph_mode = graphs.resolve_mode(system.cuda_graphs, device, self.world.size)  # off, cuda, emulate
+        self.graph_mode = graphs.resolve_mode(system.cuda_graphs, device)  # off, cuda, emulate
 
     @property
     def name(self) -> str:

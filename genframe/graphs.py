@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import distributed
 from .context import StageContext
 from .errors import GenframeError
 from .roles import Trainer
@@ -38,13 +39,10 @@ class CaptureError(GenframeError):
     """A training step cannot be captured; the message names the setting to change."""
 
 
-def resolve_mode(setting: bool | str, device: torch.device, processes: int) -> str:
+def resolve_mode(setting: bool | str, device: torch.device) -> str:
     """``off``, ``cuda`` or ``emulate`` for the spec's ``cuda_graphs`` on ``device``."""
     if setting is False:
         return "off"
-    if processes > 1:
-        raise GenframeError("cuda_graphs: not supported under torchrun yet (the gradient all-reduce runs "
-                            "outside the step); set cuda_graphs: false")
     if setting == "emulate":
         return "emulate"
     if device.type != "cuda":
@@ -108,7 +106,9 @@ class StepRunner:
                                "tensors, which a replayed step cannot update; set cuda_graphs: false")
         self._graph, self._outputs, self.captured_at = graph, outputs, step
         kind = "a CUDA graph" if self.mode == "cuda" else "an emulated graph"
-        print(f"genframe: {self.where}: step {step + 1} captured as {kind}; later steps replay it", file=sys.stderr)
+        if distributed.current().is_main:
+            print(f"genframe: {self.where}: step {step + 1} captured as {kind}; later steps replay it",
+                  file=sys.stderr)
         return outputs
 
 
@@ -193,13 +193,25 @@ class _RecordedGraph:
 
 
 def _write_into(recorded: Any, fresh: Any) -> None:
-    if isinstance(recorded, torch.Tensor):
+    if _is_work(fresh):
+        fresh.wait()  # a collective (torchrun): its result must be in place before the next operation
+    elif isinstance(recorded, torch.Tensor):
         if fresh is recorded or _same_memory(recorded, fresh):
             return  # an in-place operation, or a view of memory that is refreshed where it is written
         recorded.detach().copy_(fresh)
     elif isinstance(recorded, (list, tuple)):
         for old, new in zip(recorded, fresh):
             _write_into(old, new)
+
+
+def _is_work(value: Any) -> bool:
+    """Whether ``value`` is the handle of a running torch.distributed collective (operators return
+    it as a TorchScript object)."""
+    if not torch.distributed.is_available():
+        return False
+    if isinstance(value, torch.distributed.Work):
+        return True
+    return isinstance(value, torch.ScriptObject) and value._type().qualified_name().endswith("c10d.Work")
 
 
 def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:

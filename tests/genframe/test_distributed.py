@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -59,6 +60,18 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(spec, write
     if mid_one is not None and "divergence" in mid_one["trainer"]:
         torch.testing.assert_close(mid_two["trainer"]["divergence"], mid_one["trainer"]["divergence"],
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", [GAN, GLANN], ids=lambda s: s["name"])
+def test_two_processes_replaying_graphs_follow_one_process(spec, write_spec, tmp_path):
+    """The gradient exchange is part of the replayed step (GLO's table exchanges its batch rows)."""
+    spec = {**copy.deepcopy(spec), "cuda_graphs": "emulate"}
+    if "gan" in spec["stages"][0]["name"]:
+        spec["stages"][0]["trainer"]["steps"] = 10  # most steps are replays
+    path = write_spec(spec)
+    _genframe(["run", path, "--out", str(tmp_path / "one")], processes=1)
+    _genframe(["run", path, "--out", str(tmp_path / "two")], processes=2)
+    assert_same_losses(losses(tmp_path / "one"), losses(tmp_path / "two"))
 
 
 def _last_mid_stage(run: Path) -> dict | None:
