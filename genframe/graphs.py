@@ -97,6 +97,8 @@ class StepRunner:
             outputs = graph.capture(lambda: self.trainer.train_step(step))
         except CaptureError as exc:
             raise CaptureError(f"{self.where}: {exc}; set cuda_graphs: false") from None
+        except torch.cuda.OutOfMemoryError:
+            raise  # the engine's message: lower the batch size
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CaptureError(f"{self.where}: cuda_graphs could not capture a training step of trainer "

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from genframe import SpecError
+from genframe import GenframeError, SpecError
 from genframe.api import train
 from genframe.context import BuildContext, StageContext
 from genframe import graphs
@@ -209,6 +209,15 @@ def test_the_runner_warms_up_captures_and_names_the_setting_when_capture_fails()
     message = str(info.value)
     assert message.startswith("spec.yaml: stage 's'") and message.endswith("set cuda_graphs: false")
     assert "\n" not in message
+
+
+def test_running_out_of_memory_while_capturing_is_reported_as_such(write_spec, tmp_path, monkeypatch):
+    def exhausted(self, step):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(graphs._RecordedGraph, "capture", exhausted)
+    with pytest.raises(GenframeError, match=r"out of GPU memory; lower stages\[0\]\.trainer\.batch_size"):
+        train(write_spec(_emulated(WGAN_GP)), out=str(tmp_path / "run"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
