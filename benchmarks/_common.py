@@ -8,6 +8,7 @@ kind of point.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -51,6 +52,18 @@ def configured(cls, entry: dict):
 def shipped_spec(name: str) -> dict:
     """A spec of ``specs/`` as a dict, so a benchmark runs the shipped settings rather than a copy of them."""
     return yaml.safe_load((REPO / "specs" / f"{name}.yaml").read_text())
+
+
+def fast_settings(spec: dict) -> dict:
+    """``spec`` with genframe's fast settings: whole training steps replayed from a CUDA graph, and
+    every Adam optimiser of its stages fused (one kernel, step count on the device)."""
+    fast = copy.deepcopy(spec)
+    fast["cuda_graphs"] = True
+    for stage in fast["stages"]:
+        for key, value in stage["trainer"].items():
+            if key.endswith("optimizer") and isinstance(value, dict) and value.get("type") == "adam":
+                value["fused"] = True
+    return fast
 
 
 def genframe_log(spec: dict, device: str) -> list[dict]:

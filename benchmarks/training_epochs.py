@@ -41,6 +41,7 @@ from _common import (
     configured,
     data_entry,
     environment,
+    fast_settings,
     genframe_log,
     load_images,
     log_intervals,
@@ -160,15 +161,10 @@ def genframe_spec(glann: dict, stage: int, data: dict, epochs: int, steps_per_ep
     chosen["sample"] = False
     spec = {**glann, "name": f"epochs-{chosen['name']}", "data": data, "stages": [chosen],
             "log_every": steps_per_epoch, "checkpoint_every": 10**9, "evaluation": {"n_samples": 4}}
-    if fast:
-        spec["cuda_graphs"] = True
-        for key in ("optimizer", "encoder_optimizer"):
-            if chosen["trainer"].get(key, {}).get("type") == "adam":
-                chosen["trainer"][key]["fused"] = True
     if stage == IMLE:
         chosen["trainer"]["staleness"] = 1  # one refresh per epoch, as timed by hand
         spec["components"] = imle_components(glann)
-    return spec
+    return fast_settings(spec) if fast else spec
 
 
 def genframe_epochs(glann: dict, stage: int, data: dict, n: int, warmup: int, repeats: int,
