@@ -24,6 +24,7 @@ from genframe_plugins.data import MNIST, Digits
 
 from genframe.api import train
 from genframe.context import BuildContext
+from genframe.spec import apply_overrides
 from genframe.storage import RunStorage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,16 +55,20 @@ def shipped_spec(name: str) -> dict:
     return yaml.safe_load((REPO / "specs" / f"{name}.yaml").read_text())
 
 
-def fast_settings(spec: dict) -> dict:
-    """``spec`` with genframe's fast settings: whole training steps replayed from a CUDA graph, and
-    every Adam optimiser of its stages fused (one kernel, step count on the device)."""
-    fast = copy.deepcopy(spec)
-    fast["cuda_graphs"] = True
-    for stage in fast["stages"]:
+def fast_overrides(spec: dict) -> list[str]:
+    """``--set`` overrides that give ``spec`` genframe's fast settings: whole training steps replayed
+    from a CUDA graph, and every Adam optimiser of its stages fused (one kernel, step count on the device)."""
+    overrides = ["cuda_graphs=true"]
+    for index, stage in enumerate(spec["stages"]):
         for key, value in stage["trainer"].items():
             if key.endswith("optimizer") and isinstance(value, dict) and value.get("type") == "adam":
-                value["fused"] = True
-    return fast
+                overrides.append(f"stages.{index}.trainer.{key}.fused=true")
+    return overrides
+
+
+def fast_settings(spec: dict) -> dict:
+    """A copy of ``spec`` with :func:`fast_overrides` applied."""
+    return apply_overrides(copy.deepcopy(spec), fast_overrides(spec), "fast settings")
 
 
 def genframe_log(spec: dict, device: str) -> list[dict]:
