@@ -11,8 +11,6 @@ from genframe.errors import GenframeError
 from genframe.images import to_float
 from genframe.storage import RunStorage
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
 
 def _images(n: int = 50) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -72,7 +70,7 @@ def test_staged_batches_are_the_steps_batches_in_fixed_buffers(streamed):
         staged.indices(3)
 
 
-@cuda
+@pytest.mark.cuda
 def test_data_placement_host_streams_pinned_images_to_the_gpu(tiny_spec, write_spec, tmp_path):
     tiny_spec.update(device="cuda", data_placement="host")
     finished = train(write_spec(tiny_spec), out=str(tmp_path / "run"))
@@ -81,7 +79,7 @@ def test_data_placement_host_streams_pinned_images_to_the_gpu(tiny_spec, write_s
     assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log if "loss" in r)
 
 
-@cuda
+@pytest.mark.cuda
 def test_data_placement_auto_keeps_small_data_on_the_device(tiny_spec, write_spec, tmp_path):
     tiny_spec.update(device="cuda")
     finished = train(write_spec(tiny_spec), out=str(tmp_path / "run"))

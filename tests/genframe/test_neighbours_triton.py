@@ -138,7 +138,7 @@ def test_auto_uses_matmul_off_cuda_and_method_is_checked():
         nearest_neighbours(q.double(), c.double(), method="triton")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("nq, nc, dim, dtype", [
     (3000, 50000, 64, torch.float32),
     (2500, 40000, 100, torch.float32),
