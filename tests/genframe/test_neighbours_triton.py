@@ -20,32 +20,35 @@ from genframe.neighbours import nearest_neighbours
 
 from ..conftest import REPO
 
-# Some triton releases' interpreters cannot run a loop whose bounds are kernel arguments when NumPy
-# refuses to turn a one-element array into a Python integer (NumPy 2.4 on): every case would then
-# fail inside triton, whatever the kernel. The subprocess tries such a loop first and says so.
-_LOOP_PROBE = textwrap.dedent(r'''
+# Some triton releases' CPU interpreters cannot run these cases at all, whatever the kernel: 3.0
+# writes no result back into CPU tensors, and 3.6 under NumPy 2.4 or later fails on any loop whose
+# bounds are kernel arguments. The subprocess first runs a probe kernel with such a loop and a
+# store, and says so when the interpreter gets it wrong; the cases are then skipped.
+_PROBE = textwrap.dedent(r'''
     import torch
     import triton
     import triton.language as tl
 
     @triton.jit
     def _count(out_ptr, stop):
-        total = 0
+        lanes = tl.arange(0, 2)
+        total = tl.zeros((2,), dtype=tl.int32)
         for _ in range(0, stop, 2):
             total += 1
-        tl.store(out_ptr, total)
+        tl.store(out_ptr + lanes, total)
 
     try:
-        _out = torch.zeros(1, dtype=torch.int32)
+        _out = torch.zeros(2, dtype=torch.int32)
         _count[(1,)](_out, 5)
-        assert _out.item() == 3
+        _problem = None if _out.tolist() == [3, 3] else f"a probe kernel stored {_out.tolist()}, not [3, 3]"
     except Exception as exc:
-        print(f"UNSUPPORTED triton {triton.__version__}'s interpreter cannot run a loop with runtime bounds "
-              f"({type(exc).__name__}: {exc})")
+        _problem = f"a probe kernel failed: {type(exc).__name__}: {exc}"
+    if _problem:
+        print(f"UNSUPPORTED triton {triton.__version__}'s CPU interpreter cannot run these cases ({_problem})")
         raise SystemExit(0)
 ''')
 
-_CASES = _LOOP_PROBE + textwrap.dedent(r'''
+_CASES = _PROBE + textwrap.dedent(r'''
     import json
     import torch
     from genframe import _neighbours_triton as kernels
