@@ -13,6 +13,7 @@ from genframe.registry import create_registry
 from genframe.storage import RunStorage
 
 from ..conftest import checkpoint_weights, crash_and_resume
+from .tiny_specs import assert_same_losses
 
 
 def test_two_stage_run_writes_a_complete_run_folder(tiny_spec, write_spec, tmp_path):
@@ -313,10 +314,7 @@ def test_compiled_components_train_like_eager_ones(make_spec, tiny_spec, write_s
     eager = train(write_spec(spec), out=str(tmp_path / "eager"))
     spec["compile"] = {"backend": "aot_eager"}  # the graph capture without inductor's C++ build: fast in tests
     compiled = train(write_spec(spec, "compiled.yaml"), out=str(tmp_path / "compiled"))
-    a, b = _training_losses(eager.url), _training_losses(compiled.url)
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        assert rb == pytest.approx(ra, rel=1e-5, abs=1e-7)
+    assert_same_losses(_training_losses(eager.url), _training_losses(compiled.url), rel=1e-5)
     compiled_names = [n for n, c in compiled.system.components.items()
                       if getattr(c, "_compiled_call_impl", None) is not None]
     if "critic" in spec["components"]:
@@ -341,10 +339,7 @@ def test_channels_last_changes_the_memory_order_not_the_training(make_spec, tiny
     default = train(write_spec(spec), out=str(tmp_path / "default"))
     spec["channels_last"] = True
     nhwc = train(write_spec(spec, "nhwc.yaml"), out=str(tmp_path / "nhwc"))
-    a, b = _training_losses(default.url), _training_losses(nhwc.url)
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        assert rb == pytest.approx(ra, rel=1e-4, abs=1e-6)
+    assert_same_losses(_training_losses(default.url), _training_losses(nhwc.url), rel=1e-4)
     convs = [m for m in nhwc.system.components["generator"].modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     batches = nhwc.system.stages[0].trainer._batches
