@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from _common import fast_overrides
+from _common import fast_overrides, shipped_spec
 
 from genframe import applications as app
 from genframe.api import sample, train
@@ -69,7 +68,7 @@ def overrides(name: str, root: Path, quick: bool, fast: bool, extra: list[str]) 
         if name in ("ae", "vae", "wae_mmd"):
             out += QUICK_ENCODER
     if fast:
-        out += fast_overrides(yaml.safe_load((REPO / "specs" / spec).read_text()))
+        out += fast_overrides(shipped_spec(Path(spec).stem))
     return out + extra
 
 
