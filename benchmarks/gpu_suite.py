@@ -12,8 +12,9 @@ hand-written loops, GLANN's epochs, the nearest-neighbour kernel, GLANN end to e
 quality, FID-50k against torch-fidelity, and last the scaling curves.
 
 ``DIR`` receives each step's log (``<step>.log``) and JSON (``<step>.json``), the environment
-(``environment.json``: GPU, driver, torch, triton) and ``suite.json``: per step its command, status
-(passed, failed, timed out, skipped), exit code and seconds. MNIST is read from ``$GENFRAME_DATA``
+(``environment.json``: GPU, driver, torch, triton) and ``suite.json``: the environment and, per step,
+its command, status (passed, failed, timed out, skipped), exit code, seconds and its JSON results,
+so that this one file holds every figure. MNIST is read from ``$GENFRAME_DATA``
 (or ``../shared/datasets``); without it the timing steps fall back to scikit-learn's digits and the
 GLANN quality step is skipped. FID needs ``torch-fidelity`` installed; without it that step is skipped.
 genframe itself must be installed (``pip install -e .``, or ``pip install --no-deps --no-build-isolation
@@ -116,6 +117,12 @@ def run_step(step: Step, out: Path, limit: float) -> dict:
         except subprocess.TimeoutExpired:
             record["status"] = "timed out"
     record["seconds"] = round(time.monotonic() - started, 1)
+    results = out / f"{step.name}.json"
+    if results.exists():
+        try:
+            record["results"] = json.loads(results.read_text())
+        except ValueError:
+            record["results"] = None  # cut off while writing: the log says how far it got
     return record
 
 
@@ -135,7 +142,8 @@ def main() -> None:
         sys.exit("gpu_suite: no CUDA device here (use --smoke to check the suite on the CPU)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+    machine = environment()
+    (out / "environment.json").write_text(json.dumps(machine, indent=2) + "\n")
     chosen = steps(out, args.smoke)
     if args.only:
         wanted = set(args.only.split(","))
@@ -158,7 +166,7 @@ def main() -> None:
             print(f"== {step.name}: {record['status']} in {record['seconds']} s\n"
                   f"{tail(out / f'{step.name}.log', args.tail)}", flush=True)
         (out / "suite.json").write_text(json.dumps({"smoke": args.smoke, "budget_s": args.budget,
-                                                    "steps": records}, indent=2) + "\n")
+                                                    "environment": machine, "steps": records}, indent=2) + "\n")
     print("\n| step | status | seconds |\n| --- | --- | --- |")
     for record in records:
         print(f"| {record['step']} | {record['status']} | {record.get('seconds', '-')} |")

@@ -63,7 +63,9 @@ def test_smoke_runs_real_steps(suite, monkeypatch, tmp_path):
     code = run_main(suite, monkeypatch, "--smoke", "--out", str(tmp_path), "--only", "gpu_tests,neighbours")
     records = json.loads((tmp_path / "suite.json").read_text())["steps"]
     assert code == 0 and [r["status"] for r in records] == ["passed", "passed"], records
-    assert json.loads((tmp_path / "neighbours.json").read_text())
+    # the step's figures are in suite.json too, as the step wrote them
+    assert records[1]["results"] == json.loads((tmp_path / "neighbours.json").read_text())
+    assert records[1]["results"]["check"]["matmul_vs_float64_mismatches"] == 0
 
 
 def test_refuses_to_run_without_a_gpu_unless_smoke(suite, monkeypatch, tmp_path):
