@@ -109,6 +109,8 @@ def run_step(step: Step, out: Path, limit: float) -> dict:
     command = [sys.executable, *step.argv]
     record = {"step": step.name, "command": " ".join(command[1:]), "limit_s": round(limit)}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    results = out / f"{step.name}.json"
+    results.unlink(missing_ok=True)  # a reused folder's old figures must not pass for this run's
     with (out / f"{step.name}.log").open("w") as log:
         try:
             code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -117,7 +119,6 @@ def run_step(step: Step, out: Path, limit: float) -> dict:
         except subprocess.TimeoutExpired:
             record["status"] = "timed out"
     record["seconds"] = round(time.monotonic() - started, 1)
-    results = out / f"{step.name}.json"
     if results.exists():
         try:
             record["results"] = json.loads(results.read_text())

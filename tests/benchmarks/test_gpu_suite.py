@@ -30,6 +30,7 @@ def run_main(suite, monkeypatch, *args: str) -> int | str:
 
 
 def test_steps_run_in_order_within_their_limits_and_the_budget(suite, monkeypatch, tmp_path, capsys):
+    (tmp_path / "broken.json").write_text('{"from": "an earlier run"}')  # a reused output folder
     monkeypatch.setattr(suite, "MIN_STEP_SECONDS", 2)
     monkeypatch.setattr(suite, "steps", lambda out, smoke: [
         suite.Step("quick", ["-c", "print('measured 42')"], cap=30),
@@ -44,6 +45,7 @@ def test_steps_run_in_order_within_their_limits_and_the_budget(suite, monkeypatc
     assert [*records] == ["quick", "broken", "slow", "needs_package", "too_late"]
     assert records["quick"]["status"] == "passed" and "measured 42" in (tmp_path / "quick.log").read_text()
     assert records["broken"]["status"] == "failed" and records["broken"]["exit_code"] == 3
+    assert "results" not in records["broken"] and not (tmp_path / "broken.json").exists()
     assert records["slow"]["status"] == "timed out" and records["slow"]["limit_s"] <= 2
     assert 1 <= records["slow"]["seconds"] < 10 and "started" in (tmp_path / "slow.log").read_text()
     assert records["needs_package"] == {"step": "needs_package", "status": "skipped",
