@@ -20,8 +20,13 @@ def load_system(spec_url: str, overrides: Iterable[str] = (), registry: Registry
 
 
 def train(spec_url: str | None = None, *, overrides: Iterable[str] = (), out: str | None = None,
-          device: str | None = None, resume: str | None = None, registry: Registry | None = None) -> Run:
-    """Run a spec into a new run folder, or continue the run at ``resume`` (its own spec by default)."""
+          device: str | None = None, resume: str | None = None, reuse: str | None = None,
+          registry: Registry | None = None) -> Run:
+    """Run a spec into a new run folder, or continue the run at ``resume`` (its own spec by default).
+
+    ``reuse`` starts the new run from the finished leading stages it shares with that run (e.g. a
+    GLANN mapper ablation on one trained GLO stage) instead of training them again.
+    """
     registry = registry or get_registry()
     if spec_url is None:
         if resume is None:
@@ -29,7 +34,7 @@ def train(spec_url: str | None = None, *, overrides: Iterable[str] = (), out: st
         spec_url = f"{resume.rstrip('/')}/spec.yaml"
         RunStorage.open(resume)  # clear error when the run folder does not exist
     system = load_system(spec_url, overrides, registry)
-    return run(system, out=out, device=device, resume=resume, registry=registry)
+    return run(system, out=out, device=device, resume=resume, reuse=reuse, registry=registry)
 
 
 def sample(run_url: str, n: int, *, seed: int = 0, label: int | str | None = None, device: str | None = None,

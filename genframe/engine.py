@@ -14,6 +14,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 
@@ -295,8 +296,11 @@ _SILENT_HOOKS = _SilentHooks()
 
 
 def run(system: System, *, out: str | None = None, device: str | None = None, resume: str | None = None,
-        registry: Registry | None = None) -> Run:
+        reuse: str | None = None, registry: Registry | None = None) -> Run:
     """Train every stage of ``system`` (or continue the run at ``resume``) and return the finished run.
+
+    ``reuse`` names a finished (or interrupted) run whose leading stages this spec shares: the new
+    run starts from that run's checkpoint at the end of the shared stages (see :func:`reused_checkpoint`).
 
     Started by ``torchrun``, every process runs this with the same arguments; see
     :mod:`genframe.distributed` for how they share the work.
@@ -307,7 +311,7 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         torch.cuda.set_device(dev)
     distributed.join(dev)
     try:
-        return _run(system, out, dev, resume, registry)
+        return _run(system, out, dev, resume, registry, reuse)
     finally:
         distributed.leave()
 
@@ -331,11 +335,17 @@ def _open_storage(system: System, out: str | None, resume: str | None,
     return RunStorage(url), None
 
 
-def _run(system: System, out: str | None, dev: torch.device, resume: str | None, registry: Registry) -> Run:
+def _run(system: System, out: str | None, dev: torch.device, resume: str | None, registry: Registry,
+         reuse: str | None = None) -> Run:
+    if resume and reuse:
+        raise GenframeError("--resume continues a run and --reuse starts a new one; give one of them")
+    reused = reused_checkpoint(system, reuse, registry) if reuse else None
     storage, checkpoint = _open_storage(system, out, resume, registry)
+    if reused is not None:
+        checkpoint = reused
     seed_everything(system.seed)
     set_matmul_precision(system.precision, dev)
-    the_run = Run(system, storage, dev, registry, resumed=checkpoint is not None)
+    the_run = Run(system, storage, dev, registry, resumed=resume is not None and checkpoint is not None)
     if checkpoint is not None:
         the_run.resume_point = (checkpoint["stage"], checkpoint["step"])
     the_run.build_ctx = prepare(system, dev)
@@ -348,7 +358,13 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
             "genframe": __import__("genframe").__version__, "torch": torch.__version__,
             "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
             "hardware": {**hardware(dev), "processes": the_run.world.size},
+            **({"reused": {"run": reuse, "stages": [s.name for s in system.stages[:checkpoint["stage"]]]}}
+               if reused is not None else {}),
         })
+        if reused is not None:  # the log tells the whole story, reused stages included
+            for record in RunStorage.open(reuse).read_log():
+                if record.get("stage") in reused["stage_names"]:
+                    storage.log(record)
     hook = the_run.hook
     hook.genframe_run_started(run=the_run)
     try:
@@ -460,9 +476,67 @@ def _trim_log(the_run: Run, stage: int, step: int) -> None:
 
 
 def _restore_components(system: System, checkpoint: dict) -> None:
+    """Load the checkpoint's weights; a reused run's checkpoint holds only the components it shares."""
     for name, comp in system.components.items():
-        if isinstance(comp, ModuleComponent):
+        if isinstance(comp, ModuleComponent) and name in checkpoint["components"]:
             comp.load_state_dict(checkpoint["components"][name])
+
+
+def referenced_components(trainer) -> set[str]:
+    """Names of the components a trainer (and anything nested in it) refers to by name."""
+    from .build import walk
+    from .params import ref_roles
+
+    names = set()
+    for comp, _ in walk(trainer, "trainer"):
+        for f in attrs.fields(type(comp)):
+            if ref_roles(f):
+                names.add(getattr(comp, f.name))
+    return names
+
+
+def reused_checkpoint(system: System, source: str, registry: Registry) -> dict:
+    """The checkpoint at the end of the leading stages ``system`` shares with the run at ``source``.
+
+    Leading stages are shared while their resolved settings, and those of every component they
+    train or read, are equal; the data, seed and precision must be equal too, since the stages'
+    results are taken as they are. Components the shared stages do not touch (a mapper of another
+    width, say) are left out of the checkpoint and start from their initialisation in the new spec.
+    """
+    storage = RunStorage.open(source)
+    theirs = build(storage.read_spec(), f"{storage.url}/spec.yaml", registry)
+    ours_spec, theirs_spec = system.resolved_spec(), theirs.resolved_spec()
+    where = f"--reuse {storage.url}"
+    for key in ("data", "seed", "precision", "channels_last"):
+        if ours_spec[key] != theirs_spec[key]:
+            raise GenframeError(f"{where}: its {key} differs from this spec's; reused stages must have "
+                                "trained on the same data with the same settings")
+    shared, reason = 0, ""
+    while shared < min(len(system.stages), len(theirs.stages)):
+        differing = _diff(theirs_spec["stages"][shared], ours_spec["stages"][shared], f"stages[{shared}]")
+        used = referenced_components(system.stages[shared].trainer)
+        differing += [f"components.{n}" for n in sorted(used)
+                      if ours_spec["components"].get(n) != theirs_spec["components"].get(n)]
+        if differing:
+            reason = f"{', '.join(differing[:3])} of stage {system.stages[shared].name!r} differ"
+            break
+        shared += 1
+    if shared == 0:
+        raise GenframeError(f"{where}: its first stage is not this spec's ({reason}); nothing to reuse")
+    if shared == len(system.stages):
+        raise GenframeError(f"{where}: every stage of this spec is the same as that run's; nothing is left to "
+                            f"train (sample it with: genframe sample {storage.url})")
+    used = set().union(*(referenced_components(stage.trainer) for stage in system.stages[:shared]))
+    boundary = [e for e in storage.checkpoints() if e["stage"] == shared and e["step"] == 0]
+    if not boundary:
+        raise GenframeError(f"{where}: holds no checkpoint at the end of stage {system.stages[shared - 1].name!r} "
+                            "(the run stopped earlier, or keep_checkpoints pruned it)")
+    payload, problem = storage.verified_checkpoint(boundary[0])
+    if payload is None:
+        raise GenframeError(f"{where}: {boundary[0]['file']}: {problem}")
+    payload["components"] = {n: state for n, state in payload["components"].items() if n in used}
+    payload["stage_names"] = [s.name for s in system.stages[:shared]]
+    return payload
 
 
 def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,

@@ -196,7 +196,7 @@ class RunStorage:
         else:
             candidates = list(reversed(index["checkpoints"]))
         for entry in candidates:
-            payload, problem = self._verified(entry)
+            payload, problem = self.verified_checkpoint(entry)
             if payload is not None:
                 return payload
             fallback = "an older one" if entry is not candidates[-1] else "none is left"
@@ -205,7 +205,8 @@ class RunStorage:
             raise GenframeError(f"{self.url}: every checkpoint is damaged; the run cannot be resumed")
         return None
 
-    def _verified(self, entry: dict) -> tuple[dict | None, str]:
+    def verified_checkpoint(self, entry: dict) -> tuple[dict | None, str]:
+        """(payload, '') of an index entry whose file is intact, else (None, what is wrong with it)."""
         try:
             data = self.read_bytes(entry["file"])
         except (OSError, FileNotFoundError):

@@ -12,7 +12,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.spec is None and args.resume is None:
         raise GenframeError("give a SPEC to run, or --resume RUN to continue a run")
-    finished = train(args.spec, overrides=args.set, out=args.out, device=args.device, resume=args.resume)
+    finished = train(args.spec, overrides=args.set, out=args.out, device=args.device, resume=args.resume,
+                     reuse=args.reuse)
     if finished.world.is_main:
         print(finished.url)
     return 0
@@ -26,4 +27,6 @@ def register(sub) -> None:
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the spec)")
     run.add_argument("--out", help="run folder, any fsspec URL (default runs/<name>-<timestamp>)")
     run.add_argument("--resume", metavar="RUN", help="continue the interrupted run in this folder")
+    run.add_argument("--reuse", metavar="RUN", help="start from the finished leading stages this spec shares with "
+                                                    "RUN (same data, seed and stage settings) instead of training them")
     run.set_defaults(func=_cmd_run)

@@ -69,6 +69,46 @@ def test_resume_refuses_a_different_spec(tiny_spec, write_spec, tmp_path):
         train(write_spec(tiny_spec, "other.yaml"), resume=str(tmp_path / "run"))
 
 
+def test_reuse_trains_only_the_stages_that_differ_and_equals_a_full_run(tiny_spec, write_spec, tmp_path):
+    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+    tiny_spec["components"]["mapper"]["hidden"] = [16, 16]  # read by the mapper stage only
+    tiny_spec["stages"][1]["trainer"]["sample_factor"] = 3.0
+    variant = write_spec(tiny_spec, "variant.yaml")
+    full = train(variant, out=str(tmp_path / "full"))
+    reused = train(variant, out=str(tmp_path / "reused"), reuse=source.url)
+    ours, theirs = checkpoint_weights(reused.url), checkpoint_weights(full.url)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    storage = RunStorage.open(reused.url)
+    assert storage.read_json("run.json")["reused"] == {"run": source.url, "stages": ["glo"]}
+    # the log holds the reused stage's records (copied) and the new stage's, as a full run's does
+    steps = [(r["stage"], r["step"]) for r in storage.read_log()]
+    assert steps == [(r["stage"], r["step"]) for r in RunStorage.open(full.url).read_log()]
+    assert [c["stage"] for c in storage.checkpoints()][-1] == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["data"].update(limit=32), "its data differs"),
+    (lambda s: s.update(seed=1), "its seed differs"),
+    (lambda s: s["stages"][0]["trainer"].update(epochs=2), r"not this spec's \(stages\[0\]\.trainer\.epochs of"),
+    (lambda s: s["components"]["generator"].update(width=16), r"not this spec's \(components\.generator of stage"),
+    (lambda s: None, "nothing is left to train"),
+])
+def test_reuse_refuses_what_it_cannot_share(tiny_spec, write_spec, tmp_path, change, message):
+    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+    change(tiny_spec)
+    with pytest.raises(GenframeError, match=message):
+        train(write_spec(tiny_spec, "variant.yaml"), out=str(tmp_path / "new"), reuse=source.url)
+    assert not (tmp_path / "new").exists()  # refused before any folder is created
+
+
+def test_reuse_needs_the_checkpoint_at_the_end_of_the_shared_stages(tiny_spec, write_spec, tmp_path):
+    tiny_spec["keep_checkpoints"] = 1
+    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+    tiny_spec["stages"][1]["trainer"]["epochs"] = 3
+    with pytest.raises(GenframeError, match="no checkpoint at the end of stage 'glo'"):
+        train(write_spec(tiny_spec, "variant.yaml"), out=str(tmp_path / "new"), reuse=source.url)
+
+
 def test_run_folder_may_be_any_fsspec_url(tiny_spec, write_spec):
     url = "memory://genframe-tests/run"
     train(write_spec(tiny_spec), out=url)
