@@ -79,6 +79,18 @@ class Optimisers:
                     lr.fill_(group["lr"])
                     group["lr"] = lr
 
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Forget what every optimiser has accumulated (moments, step counts), as a newly built one holds
+        it; learning rates and schedules go on. In place, so a captured step keeps reading the same state."""
+        for opt in self:
+            for state in opt.state.values():
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor):
+                        value.zero_()
+                    elif isinstance(value, (int, float)):
+                        state[key] = type(value)(0)
+
     def make_capturable(self, device: torch.device) -> None:
         """Let every optimiser step run inside a CUDA graph: ``capturable`` updates, whose step counts
         live on the device, and learning rates in device tensors that schedules update in place."""

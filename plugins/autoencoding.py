@@ -33,6 +33,8 @@ class Autoencoding(Trainer):
     encoder_optimizer: Optimizer | None = param(
         factory=adam_defaults(1e-2, (0.5, 0.999)), help="encoder/code optimiser (null: same settings as optimizer)")
     preview_count: int = param(32, ge=0, help="training images reconstructed at each evaluation")
+    restart_optimizer: bool = param(False, help="forget the optimisers' moments at the start of every epoch "
+                                                "(the official GLANN code builds new Adams each epoch)")
 
     supports_cuda_graphs = True
 
@@ -57,7 +59,15 @@ class Autoencoding(Trainer):
     def total_steps(self) -> int:
         return self.epochs * self._batches.steps_per_epoch
 
+    def _restarts(self, step: int) -> bool:
+        return self.restart_optimizer and step > 0 and step % self._batches.steps_per_epoch == 0
+
+    def replayable(self, step: int) -> bool:
+        return not self._restarts(step)
+
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        if self._restarts(step):
+            self._optimisers.restart()
         indices = self._batches.indices(step)
         images = self._batches.images(step)
         posterior = self._encoder.posterior(images, indices, generator=self._ctx.generator)

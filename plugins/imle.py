@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -32,6 +34,11 @@ class IMLE(Trainer):
     sample_factor: float = param(2.0, gt=0, help="noise samples drawn per target at each refresh")
     staleness: int = param(1, ge=1, help="epochs between refreshes of the nearest-neighbour pairing")
     noise: float = param(0.0, ge=0, help="std of Gaussian noise added to the selected inputs at each step")
+    pool_statistics: Literal["running", "batch"] = param(
+        "running", help="normalisation statistics when the pool is mapped: running (eval mode, as samples are "
+                        "drawn) or batch (train mode in chunks of batch_size, as in the steps)")
+    restart_optimizer: bool = param(False, help="forget the optimiser's moments at every refresh (the "
+                                                "official GLANN code builds a new Adam each epoch)")
     optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999), weight_decay=1e-5))
 
     supports_cuda_graphs = True
@@ -62,16 +69,29 @@ class IMLE(Trainer):
         """
         count = max(1, int(round(self.sample_factor * self._targets.shape[0])))
         pool = self._prior.sample(count, device=self._ctx.device, generator=self._ctx.generator)
-        self._model.eval()
+        batch_statistics = self.pool_statistics == "batch"
+        chunk = self.batch_size if batch_statistics else 4096
+
+        def mapped_rows(start: int, stop: int) -> torch.Tensor:
+            # near-equal chunks: batch statistics of a last chunk of one row would be undefined
+            parts = torch.tensor_split(pool[start:stop], max(1, -(-(stop - start) // chunk)))
+            return torch.cat([self._model(part) for part in parts])
+
+        running = {name: b.clone() for name, b in self._model.named_buffers()} if batch_statistics else {}
+        self._model.train(batch_statistics)
         try:
-            mapped = gather_rows(lambda start, stop: torch.cat([self._model(chunk)
-                                                                for chunk in pool[start:stop].split(4096)]), count)
+            mapped = gather_rows(mapped_rows, count)
         finally:
             self._model.train()
+            for name, buffer in self._model.named_buffers():  # the pool leaves the running statistics as they were
+                if name in running:
+                    buffer.copy_(running[name])
         targets, samples = self._targets.flatten(1), mapped.flatten(1)
         nearest = gather_rows(lambda start, stop: nearest_neighbours(targets[start:stop], samples)[0],
                               targets.shape[0])
         self._selected.copy_(pool[nearest])  # in place: replayed steps read it where they were captured
+        if self.restart_optimizer:
+            self._optimisers.restart()
 
     def _refreshes(self, step: int) -> bool:
         epoch, position = divmod(step, self._batches.steps_per_epoch)

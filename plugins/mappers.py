@@ -28,6 +28,7 @@ class MLPMapper(LatentMapper):
     hidden: list[int] = param(factory=lambda: [128, 128], help="widths of the hidden layers")
     batch_norm: bool = param(True, help="batch normalisation after each hidden linear layer")
     activation: Literal["relu", "leaky_relu"] = param("relu", help="hidden activation (leaky slope 0.2)")
+    output_bias: bool = param(True, help="a bias in the last linear layer (the official GLANN mapper has none)")
 
     def __attrs_post_init__(self) -> None:
         if any(not isinstance(w, int) or w < 1 for w in self.hidden):
@@ -43,7 +44,7 @@ class MLPMapper(LatentMapper):
                 layers.append(nn.BatchNorm1d(out))
             layers.append(nn.ReLU() if self.activation == "relu" else nn.LeakyReLU(0.2))
             width = out
-        layers.append(nn.Linear(width, self.out_dim))
+        layers.append(nn.Linear(width, self.out_dim, bias=self.output_bias))
         self.net = nn.Sequential(*layers)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:

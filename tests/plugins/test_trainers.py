@@ -261,6 +261,71 @@ def test_imle_refresh_uses_exact_nearest_neighbours():
     torch.testing.assert_close(trainer._selected, expected)
 
 
+def test_imle_pool_with_batch_statistics_maps_chunks_in_train_mode_and_keeps_running_statistics():
+    ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8]), "prior": Gaussian(dim=3)}, n=40)
+    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=1, batch_size=16, sample_factor=3.0,
+                   pool_statistics="batch", optimizer=_adam(1e-3))
+    trainer.bind(ctx)
+    trainer._targets = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    mapper = ctx.components["mapper"]
+    running = {k: v.clone() for k, v in mapper.state_dict().items() if "running" in k}
+    state = ctx.generator.get_state()
+    trainer._refresh()
+    pool = torch.randn(120, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+    reference = copy.deepcopy(mapper).train()
+    with torch.no_grad():  # 120 rows in 8 near-equal chunks of 15, each normalised by its own statistics
+        mapped = torch.cat([reference(part) for part in torch.tensor_split(pool, 8)])
+        expected = pool[torch.cdist(trainer._targets.double(), mapped.double()).argmin(1)]
+    torch.testing.assert_close(trainer._selected, expected)
+    assert mapper.training
+    for key, value in running.items():  # the pool is not a training step: running statistics are untouched
+        assert torch.equal(mapper.state_dict()[key], value)
+    eval_mapped = copy.deepcopy(mapper).eval()(pool)
+    assert not torch.allclose(eval_mapped, mapped)  # the two settings really differ
+
+
+def test_restart_optimizer_gives_the_moments_of_a_newly_built_adam():
+    ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8], batch_norm=False),
+                    "prior": Gaussian(dim=3)}, n=32)
+    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=3, batch_size=16, sample_factor=2.0,
+                   restart_optimizer=True, optimizer=_adam(1e-2))
+    trainer.bind(ctx)
+    trainer._targets = torch.randn(32, 5, generator=torch.Generator().manual_seed(3))
+    trainer._selected = torch.zeros(32, 3)
+    mapper = ctx.components["mapper"]
+    for step in range(2):  # epoch 0
+        trainer.train_step(step)
+    weights = copy.deepcopy(mapper.state_dict())
+    trainer.train_step(2)  # epoch 1 begins: new pairing, moments forgotten, then one step
+    twin = copy.deepcopy(mapper)
+    twin.load_state_dict(weights)
+    fresh = torch.optim.Adam(twin.parameters(), lr=1e-2, betas=(0.5, 0.999))
+    indices = trainer._batches.indices(2)
+    loss = F.mse_loss(twin(trainer._selected[indices]), trainer._targets[indices])
+    fresh.zero_grad()
+    loss.backward()
+    fresh.step()
+    for ours, theirs in zip(mapper.parameters(), twin.parameters()):
+        torch.testing.assert_close(ours, theirs)
+    steps = [s["step"] for s in trainer._optimisers["model"].state.values()]
+    assert all(float(step) == 1 for step in steps)
+    assert not trainer.replayable(2) and trainer.replayable(3)
+
+
+def test_glo_restart_optimizer_forgets_moments_at_each_epoch_start_only():
+    ctx = _context({"codes": LatentCodes(dim=4, init="random"), "generator": DCGANGenerator(latent_dim=4, width=8)},
+                   n=32)
+    trainer = Autoencoding(encoder="codes", generator="generator", loss=L2(), epochs=2, batch_size=16,
+                           restart_optimizer=True, optimizer=_adam(1e-3), encoder_optimizer=_adam(1e-2))
+    trainer.bind(ctx)
+    counts = []
+    for step in range(4):
+        trainer.train_step(step)
+        counts.append(max(float(s["step"]) for s in trainer._optimisers["generator"].state.values()))
+    assert counts == [1, 2, 1, 2]  # steps 2 and 3 are epoch 1: counting starts again
+    assert [trainer.replayable(step) for step in range(4)] == [True, True, False, True]
+
+
 @pytest.mark.parametrize("trainer_cls", [Autoencoding, IMLE, Adversarial, FitPrior])
 def test_trainers_are_registered(trainer_cls):
     from genframe.registry import create_registry
