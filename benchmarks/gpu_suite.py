@@ -75,7 +75,7 @@ def steps(out: Path, smoke: bool) -> list[Step]:
                                  *(["--images", "256", "--repeats", "1"] if smoke else ["--repeats", "5"])], cap=120),
         Step("neighbours", [script("neighbours"), "--device", device, "--out", json_of("neighbours"),
                             *(["--quick", "--repeats", "1"] if smoke else ["--sweep"])], cap=120),
-        Step("glann_quality", [script("quality_nonadversarial"), "--systems", "glann", "--fast", "--device", device,
+        Step("glann_quality", [script("quality"), "--systems", "glann", "--fast", "--device", device,
                                "--set", "stages.0.trainer.loss.type=l1", "--out", str(out / "glann_quality"),
                                *(["--quick", "--iterations", "3", "--set", "stages.0.trainer.epochs=1",
                                   "--set", "stages.1.trainer.epochs=1"] if smoke else [])],

@@ -1,17 +1,18 @@
-"""Quality evidence for the non-adversarial family: train AE, GLO, VAE, WAE-MMD, IMLE and GLANN on MNIST.
+"""Sample quality of every family under one judge: AE, GLO, VAE, WAE-MMD, IMLE, GLANN, WGAN-GP, NS-GAN on MNIST.
 
 Trains each shipped spec on the 10,000-image MNIST split (found through ``GENFRAME_DATA`` or
 ``../shared/datasets`` next to the repository), on a GPU when one is available, and writes for
 each system: a sample grid, interpolation strips (between codes of real images, and between prior
 samples), reconstructions of training and unseen images, and inpainting and denoising examples.
 For GLANN it also samples the same GLO generator through a Gaussian fitted to its codes, the
-baseline the GLANN paper improves on. ``summary.json`` holds the numbers: reconstruction PSNR,
-restoration PSNR, and how a digit classifier trained on the real images reads the samples
-(mean confidence, and how many of the ten classes get at least 5% of the samples).
+baseline the GLANN paper improves on. ``summary.json`` holds the numbers: how the digit judge
+(``digit_judge.py``: classifier-IS, class coverage, Frechet distance in its features, each with
+its n, beside the real-vs-real floor) reads the samples, reconstruction and restoration PSNR, and
+the Inception FID where its weights are at hand (``$GENFRAME_INCEPTION_WEIGHTS`` or ``--fid``).
 
-    python benchmarks/quality_nonadversarial.py                 # the specs as shipped (GPU advised)
-    python benchmarks/quality_nonadversarial.py --quick         # a small CPU version: 2,000 images, narrow nets
-    python benchmarks/quality_nonadversarial.py --systems glann --fast --set stages.0.trainer.loss.type=l1
+    python benchmarks/quality.py                 # the specs as shipped (GPU advised)
+    python benchmarks/quality.py --quick         # a small CPU version: 2,000 images, narrow nets, short runs
+    python benchmarks/quality.py --systems glann --fast --set stages.0.trainer.loss.type=l1
 
 ``--fast`` trains with genframe's fast settings (whole steps replayed from CUDA graphs, fused Adam);
 ``--set`` changes every chosen spec (the last line is GLANN with the official code's pixel L1 loss).
@@ -27,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from _common import fast_overrides, shipped_spec
+from digit_judge import Judge
 
 from genframe import applications as app
 from genframe.api import sample, train
@@ -46,6 +47,10 @@ SYSTEMS = {  # name -> (spec, overrides of the --quick CPU version)
     "wae_mmd": ("wae_mmd.yaml", ["stages.0.trainer.epochs=15"]),
     "imle": ("imle.yaml", ["stages.0.trainer.epochs=20"]),
     "glann": ("glann.yaml", ["stages.0.trainer.epochs=30", "stages.1.trainer.epochs=50"]),
+    "wgan_gp": ("wgan_gp.yaml", ["stages.0.trainer.steps=1500", "components.critic.width=32",
+                                 "evaluation.every=null", "checkpoint_every=500"]),
+    "nsgan": ("nsgan.yaml", ["stages.0.trainer.steps=1500", "components.critic.width=32", "data.image_size=28",
+                             "evaluation.every=null", "checkpoint_every=500"]),
 }
 QUICK_COMMON = ["data.limit=2000", "components.generator.width=32"]
 QUICK_ENCODER = ["components.encoder.width=32"]
@@ -95,20 +100,6 @@ def write_png(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def digit_classifier(images: torch.Tensor, labels: torch.Tensor):
-    from sklearn.linear_model import LogisticRegression
-
-    x = images.flatten(1).float().numpy() / 255.0
-    return LogisticRegression(max_iter=300).fit(x, labels.numpy())
-
-
-def read_as_digits(classifier, images: torch.Tensor) -> dict[str, float]:
-    """Mean top-class probability and classes holding >= 5% of the samples: sharp, varied digits score high."""
-    probabilities = classifier.predict_proba(images.flatten(1).float().numpy() / 255.0)
-    classes = np.bincount(probabilities.argmax(1), minlength=10) / len(images)
-    return {"confidence": float(probabilities.max(1).mean()), "classes_over_5pct": int((classes >= 0.05).sum())}
-
-
 def corrupt(images: torch.Tensor, sigma: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images with their lower half missing, the mask, images with Gaussian noise of std sigma (0-1 scale))."""
     mask = torch.ones_like(images, dtype=torch.float32)
@@ -119,13 +110,24 @@ def corrupt(images: torch.Tensor, sigma: float, seed: int) -> tuple[torch.Tensor
     return holes, mask, noisy
 
 
-def evaluate_system(name: str, run_url: str, out: Path, real: dict[str, torch.Tensor], classifier,
-                    search: app.Search) -> dict:
+def inception_fid(run_url: str, n: int, wanted: bool) -> dict | str:
+    """genframe's FID (pytorch-fid's Inception weights) against the run's data, or why it was skipped."""
+    if not (wanted or os.environ.get("GENFRAME_INCEPTION_WEIGHTS")):
+        return "skipped: no Inception weights (set GENFRAME_INCEPTION_WEIGHTS or pass --fid to download them)"
+    from genframe.evaluation import evaluate_run
+
+    record = evaluate_run(run_url, metrics=["fid"], n=n)
+    return {"fid": record["fid"], "n": n}
+
+
+def evaluate_system(name: str, run_url: str, out: Path, real: dict[str, torch.Tensor], judge: Judge,
+                    search: app.Search, fid: bool) -> dict:
     trained = app.load(run_url)
     result: dict = {"run": run_url}
-    samples, _ = sample(run_url, 400, seed=0)
+    samples, _ = sample(run_url, judge.n, seed=0)
     write_png(out / "samples.png", png_bytes(grid(samples[:64])))
-    result["samples"] = read_as_digits(classifier, samples)
+    result["judge"] = judge.relative(judge.score(samples))
+    result["inception_fid"] = inception_fid(run_url, judge.n, fid)
     for split, images in real.items():
         if not len(images):
             continue
@@ -149,19 +151,19 @@ def evaluate_system(name: str, run_url: str, out: Path, real: dict[str, torch.Te
     result["denoising_psnr"] = {"noisy": app.finite_mean(app.psnr(noisy, target)),
                                 "restored": app.finite_mean(app.psnr(denoised, target))}
     if name == "glann":
-        result["glo_gaussian_samples"] = glo_gaussian_baseline(trained, out, classifier)
+        result["glo_gaussian_samples"] = glo_gaussian_baseline(trained, out, judge)
     return result
 
 
-def glo_gaussian_baseline(trained: app.Trained, out: Path, classifier) -> dict:
+def glo_gaussian_baseline(trained: app.Trained, out: Path, judge: Judge) -> dict:
     """The GLANN paper's baseline on the very same GLO generator: a Gaussian fitted to its codes as the sampler."""
     codes = trained.system.components["codes"].codes.detach()
     gaussian = FittedGaussian(dim=codes.shape[1]).to(trained.device)
     gaussian.fit(codes)
-    z = gaussian.sample(400, device=trained.device, generator=torch.Generator(trained.device).manual_seed(0))
+    z = gaussian.sample(judge.n, device=trained.device, generator=torch.Generator(trained.device).manual_seed(0))
     images = to_uint8(app.decode(trained, z)).cpu()
     write_png(out / "samples-glo-gaussian.png", png_bytes(grid(images[:64])))
-    return read_as_digits(classifier, images)
+    return judge.relative(judge.score(images))
 
 
 def main() -> None:
@@ -175,18 +177,21 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="train with cuda_graphs and fused Adam")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="PATH=VALUE",
                         help="override in every chosen spec (repeatable)")
+    parser.add_argument("--n", type=int, default=2000, help="samples the judge reads (and its real reference)")
+    parser.add_argument("--fid", action="store_true", help="also the Inception FID at the same n (downloads "
+                                                           "the weights unless GENFRAME_INCEPTION_WEIGHTS is set)")
     args = parser.parse_args()
 
     root = mnist_root()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    everything, labels = MNIST(root=str(root)).load()
-    classifier = digit_classifier(everything, labels)
+    everything, _ = MNIST(root=str(root)).load()
+    judge = Judge("mnist", args.n, root=root.parent, log=lambda m: print(m, file=sys.stderr))
     search = app.Search(steps=args.iterations)
     summary: dict = {"quick": args.quick, "fast": args.fast, "overrides": args.extra, "device": args.device or "auto",
                      "torch": torch.__version__,
                      "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                     "real_images": read_as_digits(classifier, everything[:400])}
+                     "judge": judge.protocol()}
     for name in args.systems.split(","):
         spec, _ = SYSTEMS[name]
         folder = out / name
@@ -200,7 +205,7 @@ def main() -> None:
         training, _ = MNIST(root=str(root), limit=limit).load()
         real = {"train": training[:SHOWN], "unseen": held_out(everything, training, SHOWN)}
         summary[name] = {"train_seconds": round(seconds, 1), "stage_seconds": stage_seconds(run_url),
-                         **evaluate_system(name, run_url, folder, real, classifier, search)}
+                         **evaluate_system(name, run_url, folder, real, judge, search, args.fid)}
         print(json.dumps({name: summary[name]}, indent=1), flush=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {out}")
