@@ -1,0 +1,236 @@
+"""Why GLANN's latent stage wins or loses: the mapper stage switched one setting at a time, over seeds.
+
+For each seed, ``specs/glann.yaml`` is trained once (GLO, then the IMLE mapper) on MNIST's 10,000
+test images; every mapper variant then starts from that run's finished GLO stage (``--reuse``), so
+the variants differ in the mapper stage alone and cost seconds, not the GLO stage's minutes. Each
+run is read by the digit judge (``digit_judge.py``) at the same n, beside:
+
+- the same GLO generator decoding its own codes (reconstructions: how good GLANN could get),
+- the same GLO generator fed by a Gaussian fitted to its codes (the GLANN paper's baseline),
+- the real-vs-real floor.
+
+``--glo-variants`` also trains whole runs whose GLO stage differs (code initialisation, loss,
+padding to 32 px, fresh optimisers each epoch), one seed each unless ``--glo-seeds`` says more;
+``--glo-scale`` shortens them (epochs and schedule together) to fit a CPU's time.
+
+    python benchmarks/glann_ablation.py --seeds 0,1,2 --out runs/glann-ablation
+    python benchmarks/glann_ablation.py --seeds 0 --base 0=runs/glann-s0 --variants shipped,pool_batch
+
+Results (every judge figure with its n, mean and spread over seeds) go to ``OUT/ablation.json``,
+and a Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from _common import shipped_spec
+from digit_judge import Judge, data_root
+
+from genframe.api import sample, train
+from genframe.engine import load_trained
+from genframe.images import to_uint8
+from genframe_plugins.priors import FittedGaussian
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = str(REPO / "specs" / "glann.yaml")
+
+#: Mapper-stage variants: name -> (what changes, overrides of specs/glann.yaml).
+MAPPER_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "shipped": ("specs/glann.yaml as shipped", []),
+    "pool_running": ("pool mapped with running statistics (eval mode)", ["stages.1.trainer.pool_statistics=running"]),
+    "pool_batch": ("pool mapped with batch statistics (train mode, chunks of 128)",
+                   ["stages.1.trainer.pool_statistics=batch"]),
+    "restart_adam": ("a fresh Adam every epoch", ["stages.1.trainer.restart_optimizer=true"]),
+    "keep_adam": ("one Adam for the whole stage", ["stages.1.trainer.restart_optimizer=false"]),
+    "no_output_bias": ("no bias in the mapper's last layer", ["components.mapper.output_bias=false"]),
+    "official_imle": ("the official IMLE stage: batch-statistics pool, fresh Adam, no output bias",
+                      ["stages.1.trainer.pool_statistics=batch", "stages.1.trainer.restart_optimizer=true",
+                       "components.mapper.output_bias=false"]),
+    "factor_1": ("pool of 1 x N", ["stages.1.trainer.sample_factor=1"]),
+    "factor_5": ("pool of 5 x N", ["stages.1.trainer.sample_factor=5"]),
+    "factor_10": ("pool of 10 x N", ["stages.1.trainer.sample_factor=10"]),
+    "wide_512": ("mapper 512-512", ["components.mapper.hidden=[512,512]"]),
+    "deep_256x3": ("mapper 256-256-256", ["components.mapper.hidden=[256,256,256]"]),
+    "narrow_128": ("mapper 128-128", ["components.mapper.hidden=[128,128]"]),
+    "epochs_25": ("25 mapper epochs", ["stages.1.trainer.epochs=25"]),
+    "epochs_100": ("100 mapper epochs", ["stages.1.trainer.epochs=100"]),
+    "epochs_200": ("200 mapper epochs", ["stages.1.trainer.epochs=200"]),
+    "noise_32": ("mapper input noise of 32 dimensions", ["components.noise.dim=32", "components.mapper.in_dim=32"]),
+    "noise_64": ("mapper input noise of 64 dimensions", ["components.noise.dim=64", "components.mapper.in_dim=64"]),
+}
+#: Variants that change the GLO stage, so the whole run is trained again.
+GLO_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "glo_random_init": ("codes initialised at random, not by PCA", ["components.codes.init=random"]),
+    "glo_l1": ("pixel L1 loss (the official code's, with force_l2 off VGG)", ["stages.0.trainer.loss.type=l1"]),
+    "glo_pad32": ("images padded to 32 px", ["data.image_size=32", "data.resize=pad"]),
+    "glo_restart_adam": ("fresh Adams every GLO epoch", ["stages.0.trainer.restart_optimizer=true"]),
+}
+
+
+def judged(judge: Judge, images: torch.Tensor) -> dict:
+    return judge.relative(judge.score(images))
+
+
+def glo_rows(judge: Judge, run_url: str, seed: int) -> dict[str, dict]:
+    """The GLO generator on its own codes, and on a Gaussian fitted to them (no mapper)."""
+    system, device = load_trained(run_url)
+    codes = system.components["codes"].codes.detach()
+    generator = system.components["generator"]
+    generator.eval()
+    rows = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))[:judge.n]
+    with torch.no_grad():
+        reconstructions = to_uint8(torch.cat([generator(c) for c in codes[rows].split(500)])).cpu()
+        gaussian = FittedGaussian(dim=codes.shape[1]).to(device)
+        gaussian.fit(codes)
+        z = gaussian.sample(judge.n, device=device, generator=torch.Generator(device).manual_seed(seed))
+        fitted = to_uint8(torch.cat([generator(c) for c in z.split(500)])).cpu()
+    return {"glo_reconstructions": judged(judge, reconstructions), "glo_fitted_gaussian": judged(judge, fitted)}
+
+
+def batch_statistics_samples(run_url: str, n: int, seed: int, batch: int = 64) -> torch.Tensor:
+    """Samples drawn as the official code draws them: the mapper in train mode, in batches of ``batch``."""
+    system, device = load_trained(run_url)
+    noise, mapper, generator = (system.components[name] for name in system.sampler)
+    mapper.train()
+    generator.eval()
+    random = torch.Generator(device).manual_seed(seed)
+    with torch.no_grad():
+        out = [generator(mapper(noise.sample(min(batch, n - i), device=device, generator=random)))
+               for i in range(0, n, batch)]
+    return to_uint8(torch.cat(out)).cpu()
+
+
+def stage_seconds(run_url: str) -> dict[str, float]:
+    from genframe.storage import RunStorage
+
+    ends: dict[str, float] = {}
+    for record in RunStorage.open(run_url).read_log():
+        if "event" not in record and "time" in record:
+            ends[record["stage"]] = record["time"]
+    return ends
+
+
+def summarise(per_seed: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    out = {}
+    for name, by_seed in per_seed.items():
+        values = list(by_seed.values())
+        summary = {"seeds": sorted(by_seed), "n": values[0]["n"]}
+        for key in ("fd", "is", "classes", "fd_over_floor", "is_over_real"):
+            numbers = [v[key] for v in values]
+            summary[key] = round(statistics.mean(numbers), 3)
+            summary[f"{key}_min"], summary[f"{key}_max"] = min(numbers), max(numbers)
+        out[name] = summary
+    return out
+
+
+def markdown(summary: dict[str, dict], descriptions: dict[str, str]) -> str:
+    lines = ["| variant | what changes | seeds | n | FD (min-max) | FD / floor | classifier-IS | IS / real | classes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, s in summary.items():
+        lines.append(f"| {name} | {descriptions.get(name, '')} | {len(s['seeds'])} | {s['n']} | "
+                     f"{s['fd']:.2f} ({s['fd_min']:.2f}-{s['fd_max']:.2f}) | {s['fd_over_floor']:.2f} | "
+                     f"{s['is']:.2f} | {s['is_over_real']:.2f} | {s['classes']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", default=str(REPO / "runs" / "glann-ablation"))
+    parser.add_argument("--variants", default="shipped,pool_running,pool_batch,restart_adam,no_output_bias,"
+                        "official_imle,factor_5,factor_10,wide_512,epochs_100",
+                        help="mapper variants, comma-separated: " + ", ".join(MAPPER_VARIANTS))
+    parser.add_argument("--glo-variants", default="", help="GLO variants: " + ", ".join(GLO_VARIANTS))
+    parser.add_argument("--glo-seeds", default="0")
+    parser.add_argument("--glo-scale", type=float, default=1.0,
+                        help="multiply the GLO variants' epochs and schedule period (the base run's too "
+                             "for those seeds' reference rows)")
+    parser.add_argument("--base", action="append", default=[], metavar="SEED=RUN",
+                        help="an existing full run of specs/glann.yaml with that seed (skips training it)")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="PATH=VALUE",
+                        help="override in every run (e.g. device=cpu)")
+    args = parser.parse_args()
+
+    root = data_root() / "mnist"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    judge = Judge("mnist", args.n, log=lambda m: print(m, file=sys.stderr))
+    bases = dict(item.split("=", 1) for item in args.base)
+    common = [f"data.root={root}", "keep_checkpoints=10", *args.extra]
+    results: dict[str, dict[int, dict]] = {}
+    descriptions = {name: text for name, (text, _) in {**MAPPER_VARIANTS, **GLO_VARIANTS}.items()}
+    descriptions.update(glo_reconstructions="the GLO generator on 2,000 of its own codes",
+                        glo_fitted_gaussian="the GLO generator on a Gaussian fitted to its codes",
+                        sample_batch_stats="shipped, sampled with batch statistics (batches of 64)",
+                        pool_batch_sampled_bs64="pool_batch, sampled with batch statistics (batches of 64)",
+                        official_imle_sampled_bs64="official_imle, sampled as the official code samples "
+                                                   "(batch statistics, batches of 64)")
+    timings: dict[str, dict] = {}
+
+    def record(name: str, seed: int, row: dict) -> None:
+        results.setdefault(name, {})[seed] = row
+        print(f"seed {seed} {name}: {json.dumps(row)}", flush=True)
+        (out / "ablation.json").write_text(json.dumps({
+            "protocol": judge.protocol(), "per_seed": results, "summary": summarise(results),
+            "descriptions": descriptions, "seconds": timings, "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}, indent=1) + "\n")
+
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        folder = out / f"seed-{seed}"
+        base = bases.get(str(seed))
+        if base is None:
+            base = str(folder / "base")
+            if not (Path(base) / "spec.yaml").exists():
+                train(SPEC, overrides=[*common, f"seed={seed}"], out=base)
+        timings[f"base-{seed}"] = stage_seconds(base)
+        for name, row in glo_rows(judge, base, seed).items():
+            record(name, seed, row)
+        record("sample_batch_stats", seed, judged(judge, batch_statistics_samples(base, args.n, seed)))
+        for name in args.variants.split(","):
+            _, overrides = MAPPER_VARIANTS[name]
+            url = base if not overrides else str(folder / name)
+            if overrides and not (Path(url) / "spec.yaml").exists():
+                started = time.time()
+                train(SPEC, overrides=[*common, f"seed={seed}", *overrides], out=url, reuse=base)
+                timings[f"{name}-{seed}"] = {"mapper": round(time.time() - started, 1)}
+            images, _ = sample(url, args.n, seed=seed)
+            record(name, seed, judged(judge, images))
+            if "stages.1.trainer.pool_statistics=batch" in overrides:  # sampled as the pool was mapped
+                record(f"{name}_sampled_bs64", seed, judged(judge, batch_statistics_samples(url, args.n, seed)))
+    for seed in [int(s) for s in args.glo_seeds.split(",")] if args.glo_variants else []:
+        scaled = scale_glo(args.glo_scale)
+        for name in ["glo_scaled_base", *args.glo_variants.split(",")]:
+            overrides = [] if name == "glo_scaled_base" else GLO_VARIANTS[name][1]
+            url = str(out / f"seed-{seed}" / name)
+            if not (Path(url) / "spec.yaml").exists():
+                train(SPEC, overrides=[*common, f"seed={seed}", *scaled, *overrides], out=url)
+            timings[f"{name}-{seed}"] = stage_seconds(url)
+            images, _ = sample(url, args.n, seed=seed)
+            record(name, seed, judged(judge, images))
+        descriptions["glo_scaled_base"] = f"shipped, GLO epochs and schedule x{args.glo_scale:g} (GLO variants' base)"
+    print(f"judge: {judge.description}; n = {judge.n}; floor {judge.floor}")
+    print(markdown(summarise(results), descriptions))
+
+
+def scale_glo(factor: float) -> list[str]:
+    """Overrides that shorten the GLO stage by ``factor``: epochs and the step schedule's period alike."""
+    if factor == 1.0:
+        return []
+    glo = shipped_spec("glann")["stages"][0]["trainer"]
+    out = [f"stages.0.trainer.epochs={max(1, round(glo['epochs'] * factor))}"]
+    for key in ("optimizer", "encoder_optimizer"):
+        period = glo[key]["schedule"]["every_epochs"]
+        out.append(f"stages.0.trainer.{key}.schedule.every_epochs={max(1, round(period * factor))}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
