@@ -76,6 +76,22 @@ def test_run_then_sample(capsys, tiny_spec, write_spec, tmp_path):
     np.testing.assert_array_equal(a["images"], b["images"])
 
 
+def test_run_reuse_trains_the_later_stage_only_and_refuses_in_one_line(capsys, tiny_spec, write_spec, tmp_path):
+    source = tmp_path / "source"
+    assert main(["run", write_spec(tiny_spec), "--out", str(source)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "variant"
+    assert main(["run", write_spec(tiny_spec), "--set", "stages.1.trainer.sample_factor=4", "--reuse", str(source),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.strip() == str(out)
+    assert "stage glo" not in printed.err and "stage mapper" in printed.err  # GLO was not trained again
+    message = _one_line_error(capsys, ["run", write_spec(tiny_spec), "--set", "seed=3", "--reuse", str(source),
+                                       "--out", str(tmp_path / "refused")])
+    assert message.startswith(f"--reuse {source}: its seed differs from this spec's")
+    assert not (tmp_path / "refused").exists()
+
+
 def test_plugins_lists_role_name_distribution_summary(capsys):
     assert main(["plugins"]) == 0
     lines = capsys.readouterr().out.splitlines()
