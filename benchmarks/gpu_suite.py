@@ -77,7 +77,7 @@ def steps(out: Path, smoke: bool) -> list[Step]:
                             *(["--quick", "--repeats", "1"] if smoke else ["--sweep"])], cap=120),
         Step("glann_quality", [script("quality"), "--systems", "glann", "--fast", "--device", device,
                                "--set", "stages.0.trainer.loss.type=l1", "--out", str(out / "glann_quality"),
-                               *(["--quick", "--iterations", "3", "--set", "stages.0.trainer.epochs=1",
+                               *(["--quick", "--iterations", "3", "--n", "200", "--set", "stages.0.trainer.epochs=1",
                                   "--set", "stages.1.trainer.epochs=1"] if smoke else [])],
              cap=240, needs=no_mnist),
         Step("metrics", [script("metrics"), "--device", device, "--out", json_of("metrics"),

@@ -17,7 +17,8 @@ What it does, as read from the official repository (re-typed here, not copied):
   with MSE. 50 epochs.
 - **Sampling**: the mapper in train mode on batches of 64 noise vectors, then the generator.
 
-    python benchmarks/official_glann.py --out runs/official-glann --seeds 0      # then judged at n = 2000
+    python benchmarks/official_glann.py --out runs/official-glann --seeds 0      # judged at n = 2000
+    python benchmarks/official_glann.py --glo-scale 0.25     # 50 GLO epochs, halved every 5 (a CPU's budget)
 
 Writes ``OUT/seed-S/samples.npz`` (``images``, uint8) for ``digit_judge.py``, the judge's reading of the
 samples, of the GLO reconstructions and of a Gaussian fitted to the codes, and the seconds per stage.
@@ -74,14 +75,14 @@ def as_loss_input(images: torch.Tensor) -> torch.Tensor:
     return F.pad((2 * images - 1).expand(-1, 3, -1, -1), (2, 2, 2, 2))
 
 
-def train_glo(images: torch.Tensor, epochs: int, log) -> tuple[Generator, torch.Tensor]:
+def train_glo(images: torch.Tensor, epochs: int, decay_every: int, log) -> tuple[Generator, torch.Tensor]:
     n = len(images)
     codes = torch.randn(n, 64) * 0.01
     codes.requires_grad_(True)
     generator = Generator()
     batches = n // 128
     for epoch in range(epochs):
-        lr = 0.01 * 0.5 ** (epoch // 20)
+        lr = 0.01 * 0.5 ** (epoch // decay_every)
         opt_g = torch.optim.Adam(generator.parameters(), lr=lr * 0.1, betas=(0.5, 0.999))
         opt_z = torch.optim.Adam([codes], lr=lr, betas=(0.5, 0.999))
         order = torch.randperm(n)
@@ -153,7 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/official-glann")
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--glo-epochs", type=int, default=200)
+    parser.add_argument("--glo-scale", type=float, default=1.0,
+                        help="multiply the GLO stage's 200 epochs and its 20-epoch halving period alike "
+                             "(as glann_ablation.py --glo-scale does for genframe)")
     parser.add_argument("--imle-epochs", type=int, default=50)
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
@@ -169,7 +172,8 @@ def main() -> None:
         folder = Path(args.out) / f"seed-{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        generator, codes = train_glo(images, args.glo_epochs, log)
+        generator, codes = train_glo(images, max(1, round(200 * args.glo_scale)), max(1, round(20 * args.glo_scale)),
+                                     log)
         glo_seconds = time.time() - started
         started = time.time()
         net = train_imle(codes, args.imle_epochs, log)
