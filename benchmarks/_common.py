@@ -80,6 +80,26 @@ def genframe_log(spec: dict, device: str) -> list[dict]:
         return [r for r in RunStorage.open(finished.url).read_log() if "event" not in r]
 
 
+def stage_seconds(run_url: str) -> dict[str, float]:
+    """Seconds each stage of a run took, from its log: from the previous stage's last logged step
+    (or the run's start) to its own last one.
+
+    A run started with ``--reuse`` holds the reused stages' records with their own run's clock; its
+    first trained stage starts before they end on that clock, and is timed from the run's start.
+    """
+    firsts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for record in RunStorage.open(run_url).read_log():
+        if "event" not in record and "time" in record:
+            firsts.setdefault(record["stage"], record["time"])
+            ends[record["stage"]] = record["time"]
+    seconds, previous = {}, 0.0
+    for stage, end in ends.items():
+        start = previous if previous <= firsts[stage] else 0.0
+        seconds[stage], previous = round(end - start, 1), end
+    return seconds
+
+
 def log_intervals(log: list[dict], first_step: int) -> list[tuple[int, float]]:
     """(steps, seconds) between consecutive logging points from ``first_step`` on (the warm-up is before it)."""
     timed = [r for r in log if r["step"] >= first_step]

@@ -26,11 +26,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-from _common import shipped_spec
+from _common import shipped_spec, stage_seconds
 from digit_judge import Judge, data_root
 
 from genframe import GenframeError
@@ -125,16 +124,6 @@ def mapper_run(base: str, url: str, overrides: list[str]) -> str:
     return url
 
 
-def stage_seconds(run_url: str) -> dict[str, float]:
-    from genframe.storage import RunStorage
-
-    ends: dict[str, float] = {}
-    for record in RunStorage.open(run_url).read_log():
-        if "event" not in record and "time" in record:
-            ends[record["stage"]] = record["time"]
-    return ends
-
-
 def summarise(per_seed: dict[str, dict[int, dict]]) -> dict[str, dict]:
     out = {}
     for name, by_seed in per_seed.items():
@@ -216,7 +205,7 @@ def main() -> None:
             _, overrides = MAPPER_VARIANTS[name]
             url = mapper_run(base, str(folder / name), [*common, f"seed={seed}", *overrides])
             if url != base and f"{name}-{seed}" not in timings:
-                timings[f"{name}-{seed}"] = {"mapper": stage_seconds(url).get("mapper")}
+                timings[f"{name}-{seed}"] = {"mapper": stage_seconds(url)["mapper"]}
             images, _ = sample(url, args.n, seed=seed)
             record(name, seed, judged(judge, images))
             if "stages.1.trainer.pool_statistics=batch" in overrides:  # sampled as the pool was mapped

@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 
 import torch
-from _common import fast_overrides, shipped_spec
+from _common import fast_overrides, shipped_spec, stage_seconds
 from digit_judge import Judge
 
 from genframe import applications as app
 from genframe.api import sample, train
 from genframe.images import grid, png_bytes, to_uint8
-from genframe.storage import RunStorage
 from genframe_plugins.data import MNIST
 from genframe_plugins.priors import FittedGaussian
 
@@ -75,18 +74,6 @@ def overrides(name: str, root: Path, quick: bool, fast: bool, extra: list[str]) 
     if fast:
         out += fast_overrides(shipped_spec(Path(spec).stem))
     return out + extra
-
-
-def stage_seconds(run_url: str) -> dict[str, float]:
-    """Seconds from the end of the previous stage (or the run's start) to each stage's last logged step."""
-    ends: dict[str, float] = {}
-    for record in RunStorage.open(run_url).read_log():
-        if "event" not in record and "time" in record:
-            ends[record["stage"]] = record["time"]
-    seconds, previous = {}, 0.0
-    for stage, end in ends.items():
-        seconds[stage], previous = round(end - previous, 1), end
-    return seconds
 
 
 def held_out(all_images: torch.Tensor, training: torch.Tensor, n: int) -> torch.Tensor:
