@@ -81,11 +81,20 @@ def test_hidden_widths_must_be_positive(hidden):
         MLPMapper(hidden=hidden)
 
 
+def test_output_bias_can_be_dropped_as_in_the_official_glann_mapper():
+    ctx = BuildContext(num_examples=4, channels=1, image_size=8, device=torch.device("cpu"), seed=0)
+    with_bias, without = MLPMapper(hidden=[8]), MLPMapper(hidden=[8], output_bias=False)
+    with_bias.setup(ctx)
+    without.setup(ctx)
+    assert with_bias.net[-1].bias is not None and without.net[-1].bias is None
+    assert torch.equal(without(torch.zeros(3, 32)), torch.zeros(3, 64))  # batch norm'd zeros, then no offset
+
+
 def test_bounds_and_config():
     with pytest.raises(ValueError, match="in_dim"):
         MLPMapper(in_dim=0)
     assert MLPMapper().config() == {"type": "mlp_mapper", "in_dim": 32, "out_dim": 64, "hidden": [128, 128],
-                                    "batch_norm": True, "activation": "relu"}
+                                    "batch_norm": True, "activation": "relu", "output_bias": True}
     assert MLPMapper().hidden is not MLPMapper().hidden  # no shared mutable default
 
 
