@@ -66,6 +66,7 @@ _CHANGES: dict[str, tuple[str, list[str]]] = {
 #: Mapper-stage variants: name -> (what changes, overrides of specs/glann.yaml).
 MAPPER_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "shipped": ("specs/glann.yaml as shipped", []),
+    "shipped_wide_512": ("specs/glann.yaml with the mapper 512-512", ["components.mapper.hidden=[512,512]"]),
     **{name: (text, [*PREVIOUS, *overrides]) for name, (text, overrides) in _CHANGES.items()},
 }
 #: Variants that change the GLO stage, so the whole run is trained again.
@@ -161,6 +162,8 @@ def main() -> None:
                              "for those seeds' reference rows)")
     parser.add_argument("--base", action="append", default=[], metavar="SEED=RUN",
                         help="an existing full run of specs/glann.yaml with that seed (skips training it)")
+    parser.add_argument("--judge-only", action="store_true",
+                        help="train nothing: judge the variants whose runs are already under --out")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="PATH=VALUE",
                         help="override in every run (e.g. device=cpu)")
@@ -176,7 +179,7 @@ def main() -> None:
     descriptions = {name: text for name, (text, _) in {**MAPPER_VARIANTS, **GLO_VARIANTS}.items()}
     descriptions.update(glo_reconstructions="the GLO generator on 2,000 of its own codes",
                         glo_fitted_gaussian="the GLO generator on a Gaussian fitted to its codes",
-                        sample_batch_stats="shipped, sampled with batch statistics (batches of 64)",
+                        sample_batch_stats="previous, sampled with batch statistics (batches of 64)",
                         pool_batch_sampled_bs64="pool_batch, sampled with batch statistics (batches of 64)",
                         official_imle_sampled_bs64="official_imle, sampled as the official code samples "
                                                    "(batch statistics, batches of 64)")
@@ -193,6 +196,8 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         folder = out / f"seed-{seed}"
         base = bases.get(str(seed))
+        if base is None and args.judge_only:
+            continue
         if base is None:
             base = str(folder / "base")
             if not (Path(base) / "spec.yaml").exists():
@@ -203,6 +208,8 @@ def main() -> None:
         record("sample_batch_stats", seed, judged(judge, batch_statistics_samples(base, args.n, seed)))
         for name in args.variants.split(","):
             _, overrides = MAPPER_VARIANTS[name]
+            if args.judge_only and not (folder / name / "spec.yaml").exists() and name != "previous":
+                continue
             url = mapper_run(base, str(folder / name), [*common, f"seed={seed}", *overrides])
             if url != base and f"{name}-{seed}" not in timings:
                 timings[f"{name}-{seed}"] = {"mapper": stage_seconds(url)["mapper"]}
