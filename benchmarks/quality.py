@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from _common import fast_overrides, shipped_spec, stage_seconds
-from digit_judge import Judge
+from digit_judge import Judge, data_root
 
 from genframe import applications as app
 from genframe.api import sample, train
@@ -57,8 +57,7 @@ SHOWN = 16  # images reconstructed, interpolated and restored per system
 
 
 def mnist_root() -> Path:
-    env = os.environ.get("GENFRAME_DATA")
-    root = (Path(env) if env else REPO.parent / "shared" / "datasets") / "mnist"
+    root = data_root() / "mnist"
     if not any(root.glob("*idx3-ubyte*")):
         sys.exit(f"MNIST IDX files not found under {root}; set GENFRAME_DATA")
     return root

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from . import distributed, graphs
-from .build import System, build
+from .build import System, build, walk
 from .context import BuildContext, StageContext
 from .errors import GenframeError
 from .evaluation import compute_metrics
 from .graphs import StepRunner
 from .images import grid, png_bytes, to_uint8
+from .params import ref_roles
 from .registry import Registry, get_registry
 from .roles import Generator, ModuleComponent, Prior, Schedule, nested_components
 from .storage import RunStorage
@@ -362,8 +363,9 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
                if reused is not None else {}),
         })
         if reused is not None:  # the log tells the whole story, reused stages included
+            shared = {s.name for s in system.stages[:checkpoint["stage"]]}
             for record in RunStorage.open(reuse).read_log():
-                if record.get("stage") in reused["stage_names"]:
+                if record.get("stage") in shared:
                     storage.log(record)
     hook = the_run.hook
     hook.genframe_run_started(run=the_run)
@@ -484,9 +486,6 @@ def _restore_components(system: System, checkpoint: dict) -> None:
 
 def referenced_components(trainer) -> set[str]:
     """Names of the components a trainer (and anything nested in it) refers to by name."""
-    from .build import walk
-    from .params import ref_roles
-
     names = set()
     for comp, _ in walk(trainer, "trainer"):
         for f in attrs.fields(type(comp)):
@@ -535,7 +534,6 @@ def reused_checkpoint(system: System, source: str, registry: Registry) -> dict:
     if payload is None:
         raise GenframeError(f"{where}: {boundary[0]['file']}: {problem}")
     payload["components"] = {n: state for n, state in payload["components"].items() if n in used}
-    payload["stage_names"] = [s.name for s in system.stages[:shared]]
     return payload
 
 
