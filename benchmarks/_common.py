@@ -23,8 +23,8 @@ import yaml
 from genframe_plugins.data import MNIST, Digits
 
 from genframe.api import train
-from genframe.context import BuildContext
-from genframe.spec import apply_overrides
+from genframe.training.context import BuildContext
+from genframe.spec.load import apply_overrides
 from genframe.storage import RunStorage
 
 REPO = Path(__file__).resolve().parent.parent

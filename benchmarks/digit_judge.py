@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genframe import GenframeError
-from genframe.images import resize_uint8
+from genframe.ops.images import resize_uint8
 from genframe_plugins.data import MNIST, FashionMNIST
 from genframe_plugins.metrics import frechet_distance, moments
 

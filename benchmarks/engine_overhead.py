@@ -42,8 +42,8 @@ from _common import (
 from genframe_plugins.latents import LatentCodes
 from genframe_plugins.networks import DCGANCritic, DCGANGenerator
 
-from genframe.engine import resolve_device
-from genframe.images import to_float
+from genframe.build.prepare import resolve_device
+from genframe.ops.images import to_float
 
 BATCH = 64  # GLO's batch (the WGAN-GP spec has its own, also 64)
 SMALL_DATA = {"type": "digits", "image_size": 16}

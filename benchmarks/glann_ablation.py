@@ -34,8 +34,8 @@ from digit_judge import Judge, data_root
 
 from genframe import GenframeError
 from genframe.api import sample, train
-from genframe.engine import load_trained
-from genframe.images import to_uint8
+from genframe.trained.loading import load_trained
+from genframe.ops.images import to_uint8
 from genframe_plugins.priors import FittedGaussian
 
 REPO = Path(__file__).resolve().parent.parent

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from genframe.context import BuildContext
-from genframe.engine import resolve_device
-from genframe.images import to_uint8
+from genframe.training.context import BuildContext
+from genframe.build.prepare import resolve_device
+from genframe.ops.images import to_uint8
 from genframe_plugins.inception import FIDInception
 from genframe_plugins.metrics import FID, frechet_distance, moments, psd_sqrt
 from genframe_plugins.networks import DCGANGenerator

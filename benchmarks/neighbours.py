@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from genframe.neighbours import _memory_budget, _triton_kernels, nearest_neighbours
+from genframe.ops.neighbours import _memory_budget, _triton_kernels, nearest_neighbours
 
 SWEEP = [  # block_q, block_n, num_warps, num_stages
     (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (64, 128, 4, 3),

@@ -32,9 +32,9 @@ import torch
 from _common import fast_overrides, shipped_spec, stage_seconds
 from digit_judge import Judge, data_root
 
-from genframe import applications as app
+from genframe.trained import applications as app
 from genframe.api import sample, train
-from genframe.images import grid, png_bytes, to_uint8
+from genframe.ops.images import image_grid, png_bytes, to_uint8
 from genframe_plugins.data import MNIST
 from genframe_plugins.priors import FittedGaussian
 
@@ -100,7 +100,7 @@ def inception_fid(run_url: str, n: int, wanted: bool) -> dict | str:
     """genframe's FID (pytorch-fid's Inception weights) against the run's data, or why it was skipped."""
     if not (wanted or os.environ.get("GENFRAME_INCEPTION_WEIGHTS")):
         return "skipped: no Inception weights (set GENFRAME_INCEPTION_WEIGHTS or pass --fid to download them)"
-    from genframe.evaluation import evaluate_run
+    from genframe.trained.evaluate import evaluate_run
 
     record = evaluate_run(run_url, metrics=["fid"], n=n)
     return {"fid": record["fid"], "n": n}
@@ -111,7 +111,7 @@ def evaluate_system(name: str, run_url: str, out: Path, real: dict[str, torch.Te
     trained = app.load(run_url)
     result: dict = {"run": run_url}
     samples, _ = sample(run_url, judge.n, seed=0)
-    write_png(out / "samples.png", png_bytes(grid(samples[:64])))
+    write_png(out / "samples.png", png_bytes(image_grid(samples[:64])))
     result["judge"] = judge.relative(judge.score(samples))
     result["inception_fid"] = inception_fid(run_url, judge.n, fid)
     for split, images in real.items():
@@ -130,8 +130,8 @@ def evaluate_system(name: str, run_url: str, out: Path, real: dict[str, torch.Te
     holes, mask, noisy = corrupt(target, 0.3, seed=1)
     inpainted = app.restore(trained, holes, mask=mask, search=search).images
     denoised = app.restore(trained, noisy, noise=0.3, search=search).images
-    write_png(out / "inpainting.png", png_bytes(grid(torch.cat([target, holes, inpainted]), nrow=len(target))))
-    write_png(out / "denoising.png", png_bytes(grid(torch.cat([target, noisy, denoised]), nrow=len(target))))
+    write_png(out / "inpainting.png", png_bytes(image_grid(torch.cat([target, holes, inpainted]), nrow=len(target))))
+    write_png(out / "denoising.png", png_bytes(image_grid(torch.cat([target, noisy, denoised]), nrow=len(target))))
     result["inpainting_psnr"] = {"holes": app.finite_mean(app.psnr(holes, target)),
                                  "restored": app.finite_mean(app.psnr(inpainted, target))}
     result["denoising_psnr"] = {"noisy": app.finite_mean(app.psnr(noisy, target)),
@@ -148,7 +148,7 @@ def glo_gaussian_baseline(trained: app.Trained, out: Path, judge: Judge) -> dict
     gaussian.fit(codes)
     z = gaussian.sample(judge.n, device=trained.device, generator=torch.Generator(trained.device).manual_seed(0))
     images = to_uint8(app.decode(trained, z)).cpu()
-    write_png(out / "samples-glo-gaussian.png", png_bytes(grid(images[:64])))
+    write_png(out / "samples-glo-gaussian.png", png_bytes(image_grid(images[:64])))
     return judge.relative(judge.score(images))
 
 

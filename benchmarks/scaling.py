@@ -33,7 +33,7 @@ from _common import (
     write_json,
 )
 
-from genframe.engine import resolve_device
+from genframe.build.prepare import resolve_device
 
 FULL = {"image_size": 28, "batch_sizes": [64, 128, 256, 512, 1024], "sizes": [1250, 2500, 5000, 10000],
         "wgan_interval": 10, "repeats": 3}

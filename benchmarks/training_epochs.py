@@ -55,9 +55,9 @@ from genframe_plugins.losses import Lap1
 from genframe_plugins.mappers import MLPMapper
 from genframe_plugins.networks import DCGANGenerator
 
-from genframe.engine import resolve_device
-from genframe.images import to_float
-from genframe.neighbours import nearest_neighbours
+from genframe.build.prepare import resolve_device
+from genframe.ops.images import to_float
+from genframe.ops.neighbours import nearest_neighbours
 
 GLO, IMLE = 0, 1  # stage positions in glann.yaml
 

@@ -6,11 +6,13 @@ from typing import Iterable
 
 import torch
 
-from .build import System, build
-from .engine import Run, class_index, load_trained, run, sample_images
-from .registry import Registry, get_registry
-from .spec import load_spec
-from .storage import RunStorage
+from genframe.build.system import System, build
+from genframe.build.sampler import class_index, sample_images
+from genframe.trained.loading import load_trained
+from genframe.training.engine import Run, run
+from genframe.components.registry import Registry, get_registry
+from genframe.spec.load import load_spec
+from genframe.storage import RunStorage
 
 
 def load_system(spec_url: str, overrides: Iterable[str] = (), registry: Registry | None = None) -> System:

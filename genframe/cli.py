@@ -13,9 +13,9 @@ import pkgutil
 import sys
 from typing import Sequence
 
-from . import commands
-from .distributed import launched
-from .errors import GenframeError
+from genframe import commands
+from genframe.ops.distributed import launched
+from genframe.errors import GenframeError
 
 
 def parser() -> argparse.ArgumentParser:

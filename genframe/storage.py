@@ -28,7 +28,7 @@ import fsspec
 import torch
 import yaml
 
-from .errors import GenframeError
+from genframe.errors import GenframeError
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_INDEX = "checkpoints/index.json"

@@ -8,10 +8,8 @@ from typing import Callable
 import attrs
 import torch
 
-from genframe import (Component, Critic, Divergence, GenframeError, Generator, LipschitzConstraint, Optimizer,
-                      Prior, SpecError, Trainer, component, hookimpl, param, ref)
-from genframe.context import StageContext
-from genframe.distributed import per_example
+from genframe import (Component, Critic, Divergence, Generator, GenframeError, LipschitzConstraint, Optimizer,
+                      Prior, SpecError, StageContext, Trainer, component, hookimpl, param, per_example, ref)
 from genframe_plugins._defaults import adam_defaults
 
 
@@ -124,8 +122,12 @@ class Adversarial(Trainer):
         for k in range(self.n_critic):
             critic_loss, penalty, real_scores, labels = self._critic_step(step * self.n_critic + k)
         self._critic.requires_grad_(False)  # the generator step needs no critic weight gradients
-        fake_scores = self._scorer(labels)(self._fakes(self._batches.local_batch_size, labels))
-        generator_loss = self.divergence.generator_loss(fake_scores)
+        scorer = self._scorer(labels)
+        if self.divergence.generator_reads_real:
+            with torch.no_grad():  # the same real batch, scored by the critic after its last update
+                real_scores = scorer(self._batches.images((step + 1) * self.n_critic - 1))
+        fake_scores = scorer(self._fakes(self._batches.local_batch_size, labels))
+        generator_loss = self.divergence.generator_loss(real_scores, fake_scores)
         self._g_opt.zero_grad(set_to_none=True)
         generator_loss.backward()
         self._g_opt.step()

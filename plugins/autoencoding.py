@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from genframe import (Component, Encoder, Generator, LatentDivergence, Optimizer, ReconstructionLoss, Trainer,
-                      component, hookimpl, param, ref)
-from genframe.context import StageContext
+from genframe import (Component, Encoder, Generator, LatentDivergence, Optimizer, ReconstructionLoss, StageContext,
+                      Trainer, component, hookimpl, param, ref)
 from genframe_plugins._defaults import adam_defaults
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genframe import Critic, Divergence, Generator, SpecError, component, hookimpl, param
-from genframe import distributed
-from genframe.context import BuildContext
+from genframe import (BuildContext, Critic, Divergence, Generator, SpecError, component, hookimpl, param,
+                      process_mean)
 from genframe_plugins.networks import halving_plan
 
 
@@ -117,12 +116,12 @@ class BEGAN(Divergence):
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         return real_scores.float().mean() - self._k * fake_scores.float().mean()
 
-    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         return fake_scores.float().mean()
 
     def update(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
         # k_t steers every process's critic loss, so it follows the global batch's energies
-        real_energy, fake_energy = distributed.mean(torch.stack([real_scores.float().mean(),
+        real_energy, fake_energy = process_mean(torch.stack([real_scores.float().mean(),
                                                                  fake_scores.float().mean()]))
         balance = self.gamma * real_energy - fake_energy
         self._k.copy_((self._k + self.lambda_k * balance).clamp(0.0, 1.0))  # in place, for CUDA graphs

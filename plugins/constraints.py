@@ -20,8 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from genframe import Critic, GenframeError, LipschitzConstraint, SpecError, component, hookimpl, param
-from genframe.distributed import per_example
+from genframe import Critic, GenframeError, LipschitzConstraint, SpecError, component, hookimpl, param, per_example
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 

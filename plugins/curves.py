@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from genframe import hookimpl
-from genframe.report import loss_curves_png
+from genframe import hookimpl, loss_curves_png
 
 
 @hookimpl
 def genframe_run_finished(run, status, error):
-    png = loss_curves_png(run.storage.read_log())
+    png = loss_curves_png(run.read_log())
     if png is not None:
-        run.storage.write_bytes("curves.png", png)
+        run.write_bytes("curves.png", png)

@@ -16,8 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from genframe import Dataset, GenframeError, component, hookimpl, param
-from genframe.images import resize_uint8
+from genframe import Dataset, GenframeError, component, hookimpl, param, resize_uint8
 
 from ._dataio import download_with_torchvision, join, open_location, take_subset
 

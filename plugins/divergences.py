@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from genframe import Divergence, component, hookimpl, param
+from genframe import Divergence, batch_mean, component, hookimpl, param
 
 
 @component("divergence", "wasserstein")
@@ -25,7 +25,7 @@ class Wasserstein(Divergence):
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         return fake_scores.float().mean() - real_scores.float().mean()
 
-    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         return -fake_scores.float().mean()
 
 
@@ -63,7 +63,7 @@ class NonSaturating(_Logistic):
     confidently, which is exactly early in training.
     """
 
-    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         return F.softplus(-fake_scores.float()).mean()
 
 
@@ -75,7 +75,7 @@ class Minimax(_Logistic):
     which is why ``nonsaturating`` is the usual choice.
     """
 
-    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         return -F.softplus(fake_scores.float()).mean()
 
 
@@ -97,10 +97,67 @@ class LeastSquares(Divergence):
         return 0.5 * (real_scores.float() - self.b).square().mean() + \
             0.5 * (fake_scores.float() - self.a).square().mean()
 
-    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         return 0.5 * (fake_scores.float() - self.c).square().mean()
+
+
+class _Relativistic(Divergence):
+    """Relativistic average GANs (Jolicoeur-Martineau 2018): the critic judges whether a real image
+    looks more real than the average fake, and a fake less real than the average real.
+
+    With C the critic's raw score, the relativistic scores are r = C(x_r) - mean C(x_f) and
+    f = C(x_f) - mean C(x_r) (means over the global batch). The critic wants r high and f low; the
+    generator wants the opposite, so, unlike the standard objectives, its loss also pulls the real
+    images' relative scores down. Subclasses give ``cost(s)``, the cost of a relativistic score
+    ``s`` where the critic wanted it high.
+    """
+
+    generator_reads_real = True
+
+    def cost(self, relative: torch.Tensor, sign: float) -> torch.Tensor:
+        """Mean cost of relativistic scores the critic wants on the side of ``sign`` (+1 or -1)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def relative(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        real, fake = real_scores.float(), fake_scores.float()
+        return real - batch_mean(fake), fake - batch_mean(real)
+
+    def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        real, fake = self.relative(real_scores, fake_scores)
+        return self.cost(real, +1.0) + self.cost(fake, -1.0)
+
+    def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        real, fake = self.relative(real_scores, fake_scores)
+        return self.cost(fake, +1.0) + self.cost(real, -1.0)
+
+
+@component("divergence", "rasgan")
+class RaSGAN(_Relativistic):
+    """Relativistic average standard GAN: the logistic loss on relativistic scores (softplus form)."""
+
+    def cost(self, relative: torch.Tensor, sign: float) -> torch.Tensor:
+        return F.softplus(-sign * relative).mean()
+
+
+@component("divergence", "ralsgan")
+class RaLSGAN(_Relativistic):
+    """Relativistic average LSGAN: relativistic scores pulled to +1 or -1 by squared distances."""
+
+    def cost(self, relative: torch.Tensor, sign: float) -> torch.Tensor:
+        return (relative - sign).square().mean()
+
+
+@component("divergence", "rahinge")
+class RaHinge(_Relativistic):
+    """Relativistic average hinge loss: relativistic scores beyond +-margin cost nothing."""
+
+    margin: float = param(1.0, gt=0, help="relativistic scores beyond +-margin cost nothing")
+
+    def cost(self, relative: torch.Tensor, sign: float) -> torch.Tensor:
+        return F.relu(self.margin - sign * relative).mean()
 
 
 @hookimpl
 def genframe_components():
-    return [Wasserstein, Hinge, NonSaturating, Minimax, LeastSquares]
+    return [Wasserstein, Hinge, NonSaturating, Minimax, LeastSquares, RaSGAN, RaLSGAN, RaHinge]

@@ -13,8 +13,7 @@ import copy
 
 import torch
 
-from genframe import Generator, component, hookimpl, param
-from genframe.context import BuildContext
+from genframe import BuildContext, Generator, component, hookimpl, param
 
 
 @component("generator", "ema")

@@ -14,9 +14,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from genframe import Encoder, Posterior, component, hookimpl, param
-from genframe.context import BuildContext
-from genframe.distributed import per_example
+from genframe import BuildContext, Encoder, Posterior, component, hookimpl, param, per_example
 from genframe_plugins.networks import dcgan_init, halving_plan, stage_widths
 
 

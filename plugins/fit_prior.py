@@ -6,8 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from genframe import Component, Encoder, Prior, SpecError, Trainer, component, hookimpl, ref
-from genframe.context import StageContext
+from genframe import Component, Encoder, Prior, SpecError, StageContext, Trainer, component, hookimpl, ref
 
 
 @runtime_checkable

@@ -7,10 +7,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from genframe import Encoder, Generator, Optimizer, Prior, Trainer, component, hookimpl, param, ref
-from genframe.context import StageContext
-from genframe.distributed import gather_rows, per_example
-from genframe.neighbours import nearest_neighbours
+from genframe import (Encoder, Generator, Optimizer, Prior, StageContext, Trainer, component, gather_rows,
+                      hookimpl, nearest_neighbours, param, per_example, ref)
 from genframe_plugins._defaults import adam_defaults
 
 

@@ -13,10 +13,8 @@ from typing import Literal
 
 import torch
 
-from genframe import (Component, Encoder, GenframeError, LatentDivergence, Posterior, Prior, SpecError, component,
-                      hookimpl, param, ref)
-from genframe.context import StageContext
-from genframe.distributed import per_example
+from genframe import (Component, Encoder, GenframeError, LatentDivergence, Posterior, Prior, SpecError,
+                      StageContext, component, hookimpl, param, per_example, ref)
 
 #: Prior samples drawn (with a fixed seed, on the CPU) to measure the prior's spread for the MMD kernels.
 SPREAD_SAMPLES = 10_000

@@ -12,10 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genframe import Encoder, GenframeError, component, hookimpl, param
-from genframe.context import BuildContext
-from genframe.distributed import rows_used
-from genframe.images import to_float
+from genframe import BuildContext, Encoder, GenframeError, component, hookimpl, param, rows_used, to_float
 
 PROJECTIONS = ("sphere", "ball", "none")
 

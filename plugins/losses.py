@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genframe import GenframeError, ReconstructionLoss, component, hookimpl, param
-from genframe.context import BuildContext
+from genframe import BuildContext, GenframeError, ReconstructionLoss, component, hookimpl, param
 
 #: 1-D taps of Burt and Adelson's 5-tap binomial filter; the 2-D blur is their outer product.
 BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)

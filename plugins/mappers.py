@@ -11,8 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genframe import GenframeError, LatentMapper, component, hookimpl, param
-from genframe.context import BuildContext
+from genframe import BuildContext, GenframeError, LatentMapper, component, hookimpl, param
 
 
 @component("latent_mapper", "mlp_mapper")

@@ -6,7 +6,7 @@ the feature extractor's weights digest, resizing and precision, the sample count
 identity of the reference images — next to every number, since most disputes about these metrics
 are disputes about the protocol.
 
-Everything heavy stays on the device: features are extracted there (see ``genframe.evaluation``),
+Everything heavy stays on the device: features are extracted there (see ``genframe.evaluation.metrics``),
 FID's moments are accumulated there in float64, and its square-root trace is taken by symmetric
 eigendecompositions in float64, which are accurate and fast on a GPU, where scipy's ``sqrtm``
 needs the CPU and tens of seconds. Statistics of the reference images are cached (``.pt`` or
@@ -26,9 +26,8 @@ import fsspec
 import numpy as np
 import torch
 
-from genframe import FeatureExtractor, GenframeError, Metric, component, hookimpl, param
-from genframe.evaluation import (generated_features, image_digest, protocol_key, real_features, real_subset,
-                                 resolve_extractor)
+from genframe import (FeatureExtractor, GenframeError, Metric, component, generated_features, hookimpl,
+                      image_digest, param, protocol_key, real_features, real_subset, resolve_extractor)
 
 STATS_FORMAT = "genframe-fid-statistics/1"
 
@@ -282,8 +281,6 @@ def check_same_protocol(theirs: dict, ours: dict, what: str) -> None:
 class FeatureMetric(Metric):
     """Shared by the metrics that measure images with a feature extractor."""
 
-    uses_real_images: ClassVar[bool] = True
-
     n: int = param(50000, ge=2, help="generated images measured")
     n_real: int | None = param(None, ge=2, help="real images measured (default: all); fewer take a seeded "
                                                  "random subset")
@@ -298,6 +295,12 @@ class FeatureMetric(Metric):
             self.features = resolve_extractor(self.features, self.type_name)
         self.features.prepare(device)
         return self.features
+
+    def set_sample_count(self, n: int) -> None:
+        self.n = n
+
+    def result_name(self) -> str:
+        return self.name
 
     def generated(self, extractor: FeatureExtractor, sample: Callable, device: torch.device
                   ) -> dict[str, torch.Tensor]:
@@ -337,6 +340,9 @@ class FID(FeatureMetric):
     (the run's data during training), whose statistics are cached under ``cache_dir`` keyed by
     their pixels' SHA-256 and the protocol, and reused by every later evaluation.
     """
+
+    reads_statistics_files: ClassVar[bool] = True
+    evaluated_by_default: ClassVar[bool] = True
 
     name: str = param("fid", help="key of the result in metrics.jsonl")
     reference: str | None = param(None, help="statistics file (.pt or .npz, fsspec URL) to compare with "
@@ -400,6 +406,9 @@ class FID(FeatureMetric):
         check_same_protocol(stats.protocol, protocol, f"cached statistics {url}")
         return stats
 
+    def set_reference_statistics(self, url: str) -> None:
+        self.reference = url
+
     def _load_reference(self, extractor: FeatureExtractor) -> Statistics:
         assert self.reference is not None
         stats = Statistics.load(self.reference)
@@ -422,6 +431,7 @@ class InceptionScore(FeatureMetric):
     """
 
     uses_real_images: ClassVar[bool] = False
+    aliases: ClassVar[tuple[str, ...]] = ("is",)
 
     name: str = param("is", help="key of the result in metrics.jsonl (the deviation is <name>_std)")
     splits: int = param(10, ge=1, help="the images are cut into this many parts")
@@ -485,6 +495,8 @@ class PrecisionRecall(FeatureMetric):
     recall the share of real images inside the generated manifold (coverage). Reports
     ``<name>_precision`` and ``<name>_recall``.
     """
+
+    aliases: ClassVar[tuple[str, ...]] = ("pr",)
 
     name: str = param("pr", help="prefix of the results in metrics.jsonl")
     k: int = param(3, ge=1, help="a manifold is the union of balls reaching each point's k-th nearest neighbour")

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genframe import Critic, GenframeError, Generator, component, hookimpl, param
-from genframe.context import BuildContext
+from genframe import BuildContext, Critic, Generator, GenframeError, component, hookimpl, param
 
 MIN_BASE, MAX_BASE = 3, 7
 

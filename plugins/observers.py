@@ -6,7 +6,7 @@ import sys
 
 from genframe import hookimpl
 
-_bars: dict[int, object] = {}
+_bars: dict[str, object] = {}  # by run folder
 _PLAIN_LINES_PER_STAGE = 10
 
 
@@ -29,7 +29,7 @@ def genframe_stage_started(run, stage, index, total_steps, start_step):
     if _interactive():
         from tqdm.auto import tqdm
 
-        _bars[id(run)] = tqdm(total=total_steps, initial=start_step, desc=stage, unit="step",
+        _bars[run.url] = tqdm(total=total_steps, initial=start_step, desc=stage, unit="step",
                               dynamic_ncols=True, file=sys.stderr)
     else:
         print(f"genframe: stage {stage}: steps {start_step}..{total_steps}", file=sys.stderr)
@@ -37,24 +37,24 @@ def genframe_stage_started(run, stage, index, total_steps, start_step):
 
 @hookimpl
 def genframe_step_end(run, stage, step, total_steps, losses):
-    bar = _bars.get(id(run))
+    bar = _bars.get(run.url)
     if bar is not None:
         bar.update(step - bar.n)
         bar.set_postfix_str(_format(losses), refresh=False)
-    elif step == total_steps or step % max(1, total_steps // _PLAIN_LINES_PER_STAGE) < run.system.log_every:
+    elif step == total_steps or step % max(1, total_steps // _PLAIN_LINES_PER_STAGE) < run.log_every:
         print(f"genframe: {stage} {step}/{total_steps} {_format(losses)}", file=sys.stderr)
 
 
 @hookimpl
 def genframe_stage_finished(run, stage, index):
-    bar = _bars.pop(id(run), None)
+    bar = _bars.pop(run.url, None)
     if bar is not None:
         bar.close()
 
 
 @hookimpl
 def genframe_run_finished(run, status, error):
-    bar = _bars.pop(id(run), None)
+    bar = _bars.pop(run.url, None)
     if bar is not None:
         bar.close()
     print(f"genframe: {status}: {run.url}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Each optimiser carries a ``schedule`` component: a multiplier of its learning rate as a function of
 the (fractional) epoch and of the training progress in [0, 1]. Trainers build them through
-``genframe.training.Optimisers``, which steps the schedules and saves them for resume.
+``genframe.training.optimisers.Optimisers``, which steps the schedules and saves them for resume.
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ import math
 import torch
 from torch import nn
 
-from genframe import Critic, Generator, component, hookimpl, param
-from genframe.context import BuildContext
+from genframe import BuildContext, Critic, Generator, component, hookimpl, param
 from genframe_plugins.networks import (Normalisation, append_labels, classes_param, halving_plan, label_embedding,
                                        norm_layers, norm_param, projection_embedding, projection_scores)
 

@@ -12,8 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from genframe import Dataset, GenframeError, component, hookimpl, param
-from genframe.images import resize_uint8
+from genframe import Dataset, GenframeError, component, hookimpl, param, resize_uint8
 
 from ._dataio import open_location, take_subset
 

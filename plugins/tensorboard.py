@@ -17,7 +17,7 @@ import numpy as np
 
 from genframe import hookimpl
 
-_writers: dict[int, dict] = {}
+_writers: dict[str, dict] = {}  # by run folder
 
 
 def _available() -> bool:
@@ -30,8 +30,9 @@ def _available() -> bool:
 
 def _local_root(run) -> tuple[Path, bool]:
     """(folder for event files, whether it is a temporary copy to upload)."""
-    if "file" in run.storage.fs.protocol or "local" in run.storage.fs.protocol:
-        return Path(run.storage.root) / "tensorboard", False
+    local = run.local_folder()
+    if local is not None:
+        return Path(local) / "tensorboard", False
     return Path(tempfile.mkdtemp(prefix="genframe-tb-")), True
 
 
@@ -40,12 +41,12 @@ def genframe_run_started(run):
     if not _available():
         return
     root, temporary = _local_root(run)
-    _writers[id(run)] = {"root": root, "temporary": temporary, "stage": None, "writer": None}
+    _writers[run.url] = {"root": root, "temporary": temporary, "stage": None, "writer": None}
 
 
 @hookimpl
 def genframe_stage_started(run, stage, index, total_steps, start_step):
-    state = _writers.get(id(run))
+    state = _writers.get(run.url)
     if state is None:
         return
     from torch.utils.tensorboard import SummaryWriter
@@ -59,7 +60,7 @@ def genframe_stage_started(run, stage, index, total_steps, start_step):
 
 @hookimpl
 def genframe_step_end(run, stage, step, total_steps, losses):
-    state = _writers.get(id(run))
+    state = _writers.get(run.url)
     if state and state["writer"] is not None:
         for name, value in losses.items():
             state["writer"].add_scalar(f"loss/{name}", value, step)
@@ -67,7 +68,7 @@ def genframe_step_end(run, stage, step, total_steps, losses):
 
 @hookimpl
 def genframe_evaluated(run, stage, step, results, images):
-    state = _writers.get(id(run))
+    state = _writers.get(run.url)
     if not state or state["writer"] is None:
         return
     from PIL import Image
@@ -75,12 +76,12 @@ def genframe_evaluated(run, stage, step, results, images):
     for name, value in results.items():
         state["writer"].add_scalar(f"eval/{name}", value, step)
     for name, rel in images.items():
-        picture = np.asarray(Image.open(io.BytesIO(run.storage.read_bytes(rel))).convert("RGB"))
+        picture = np.asarray(Image.open(io.BytesIO(run.read_bytes(rel))).convert("RGB"))
         state["writer"].add_image(f"images/{name}", picture, step, dataformats="HWC")
 
 
 def _close(run) -> None:
-    state = _writers.get(id(run))
+    state = _writers.get(run.url)
     if not state or state["writer"] is None:
         return
     state["writer"].close()
@@ -88,7 +89,7 @@ def _close(run) -> None:
     if state["temporary"]:
         for path in state["root"].rglob("*"):
             if path.is_file():
-                run.storage.write_bytes(f"tensorboard/{path.relative_to(state['root']).as_posix()}",
+                run.write_bytes(f"tensorboard/{path.relative_to(state['root']).as_posix()}",
                                         path.read_bytes())
 
 
@@ -100,6 +101,6 @@ def genframe_stage_finished(run, stage, index):
 @hookimpl
 def genframe_run_finished(run, status, error):
     _close(run)
-    state = _writers.pop(id(run), None)
+    state = _writers.pop(run.url, None)
     if state and state["temporary"]:
         shutil.rmtree(state["root"], ignore_errors=True)

@@ -98,8 +98,8 @@ def crash_and_resume(spec_path: str, stage: str, step: int, out) -> tuple[str, s
 
     from genframe import hookimpl
     from genframe.api import load_system, train
-    from genframe.engine import run
-    from genframe.registry import create_registry
+    from genframe.training.engine import run
+    from genframe.components.registry import create_registry
 
     class Crasher:
         @hookimpl

@@ -7,7 +7,7 @@ import json
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate_run
+    from genframe.trained.evaluate import evaluate_run
 
     names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     record = evaluate_run(args.run, metrics=names, n=args.n, reference=args.reference, device=args.device,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import GenframeError
+from genframe.errors import GenframeError
 
 
 def _write_or_check(text: str, target: str | None, check: bool, what: str) -> int:
@@ -33,13 +33,13 @@ def _write_or_check(text: str, target: str | None, check: bool, what: str) -> in
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from ..spec import schema_json
+    from genframe.spec.load import schema_json
 
     return _write_or_check(schema_json(), args.out, args.check, "schema")
 
 
 def _cmd_reference(args: argparse.Namespace) -> int:
-    from ..reference import reference_markdown
+    from genframe.reporting.reference import reference_markdown
 
     return _write_or_check(reference_markdown(), args.out, args.check, "reference")
 

@@ -8,7 +8,7 @@ from .reconstruct import add_run_arguments, search_of, trained_of
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> int:
-    from .. import applications as app
+    from genframe.trained import applications as app
 
     trained = trained_of(args)
     images = app.read_images(args.images, trained) if args.images else None

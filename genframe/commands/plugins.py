@@ -7,8 +7,8 @@ import json
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from ..registry import get_registry
-    from ..roles import summary
+    from genframe.components.registry import get_registry
+    from genframe.components.roles import summary
 
     registry = get_registry()
     rows = [{"role": c.role, "name": c.name, "distribution": c.distribution, "version": c.version,

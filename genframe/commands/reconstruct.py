@@ -19,14 +19,14 @@ def add_run_arguments(cmd: argparse.ArgumentParser) -> None:
 
 def trained_of(args: argparse.Namespace):
     """The run of ``args.run`` rebuilt on ``--device`` with its ``--checkpoint`` weights."""
-    from ..applications import load
+    from genframe.trained.applications import load
 
     return load(args.run, device=args.device, checkpoint=args.checkpoint)
 
 
 def search_of(args: argparse.Namespace):
-    from ..applications import Search
-    from ..errors import GenframeError
+    from genframe.trained.applications import Search
+    from genframe.errors import GenframeError
 
     try:
         return Search(steps=args.iterations, lr=args.lr, candidates=args.candidates, seed=args.seed)
@@ -35,7 +35,7 @@ def search_of(args: argparse.Namespace):
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .. import applications as app
+    from genframe.trained import applications as app
 
     trained = trained_of(args)
     images = app.read_images(args.images, trained)

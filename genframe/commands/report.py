@@ -6,7 +6,7 @@ import argparse
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from genframe.reporting.report import write_report
 
     print(write_report(args.run, args.out))
     return 0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import GenframeError
+from genframe.errors import GenframeError
 from .reconstruct import add_run_arguments, search_of, trained_of
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from .. import applications as app
+    from genframe.trained import applications as app
 
     if args.mask is None and args.noise is None:
         raise GenframeError("restore: give --mask FILE (inpainting), --noise SIGMA (denoising), or both")

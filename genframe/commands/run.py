@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import GenframeError
+from genframe.errors import GenframeError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..api import train
+    from genframe.api import train
 
     if args.spec is None and args.resume is None:
         raise GenframeError("give a SPEC to run, or --resume RUN to continue a run")

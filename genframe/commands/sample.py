@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import io
 
-from ..errors import GenframeError
+from genframe.errors import GenframeError
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     import fsspec
     import numpy as np
 
-    from ..api import sample
+    from genframe.api import sample
 
     images, name = sample(args.run, args.n, seed=args.seed, label=args.label, device=args.device,
                           checkpoint=args.checkpoint)

@@ -7,7 +7,7 @@ import sys
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ..sweep import default_out, load_sweep, read_result, run_sweep
+    from genframe.sweep.plan import default_out, load_sweep, read_result, run_sweep
 
     sweep = load_sweep(args.sweep, args.set)
     out = args.out or default_out(args.sweep)

@@ -6,7 +6,7 @@ import argparse
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from ..table import write_table
+    from genframe.reporting.table import write_table
 
     text, written = write_table(args.sweep_dirs, args.out)
     print(text, end="")

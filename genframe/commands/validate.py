@@ -6,7 +6,7 @@ import argparse
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ..api import load_system
+    from genframe.api import load_system
 
     for spec in args.specs:
         load_system(spec, args.set)

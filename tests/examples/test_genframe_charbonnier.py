@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from genframe.api import load_system
-from genframe.engine import run
-from genframe.registry import create_registry
+from genframe.training.engine import run
+from genframe.components.registry import create_registry
 from genframe.storage import RunStorage
 
 from ..conftest import REPO, SPECS

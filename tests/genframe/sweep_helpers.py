@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from genframe import Metric, component, hookimpl
-from genframe.registry import create_registry
+from genframe.components.registry import create_registry
 
 from ..conftest import TINY
 
@@ -81,7 +81,7 @@ search:
 
 def run_test_sweep(folder: Path, text: str, failing_trial: str):
     """Write and run a sweep whose ``failing_trial`` fails: (sweep, out folder, counter, registry, result)."""
-    from genframe.sweep import load_sweep, run_sweep
+    from genframe.sweep.plan import load_sweep, run_sweep
 
     counter = Counter(fail=(failing_trial,))
     registry = registry_with(counter)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from genframe import GenframeError
-from genframe import applications as app
+from genframe.trained import applications as app
 from genframe.api import train
 from genframe.cli import main
-from genframe.images import to_float, to_uint8
+from genframe.ops.images import to_float, to_uint8
 
 from .test_cli import _one_line_error
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from genframe.api import train
-from genframe.context import EpochBatches
+from genframe.training.context import EpochBatches
 from genframe.errors import GenframeError
-from genframe.images import to_float
+from genframe.ops.images import to_float
 from genframe.storage import RunStorage
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from genframe import distributed
-from genframe.context import EpochBatches
+from genframe.ops import distributed
+from genframe.training.context import EpochBatches
 from genframe.errors import GenframeError
 from genframe.storage import CHECKPOINT_INDEX, RunStorage
 from .tiny_specs import BEGAN, CONDITIONAL, GAN, GLANN, VAE, assert_same_losses, losses
@@ -103,7 +103,7 @@ ROWS_SCRIPT = """
 import json, os, sys
 import torch
 import torch.distributed as dist
-from genframe import distributed
+from genframe.ops import distributed
 
 world = distributed.join(torch.device("cpu"))
 sent = []
@@ -167,7 +167,7 @@ def test_a_single_process_world_changes_nothing():
     assert not distributed.launched() and distributed.current() == distributed.SINGLE
     t = torch.arange(6.0)
     assert distributed.per_example(lambda n: torch.arange(float(n)), 3).tolist() == [0.0, 1.0, 2.0]
-    assert distributed.mean(t) is t
+    assert distributed.process_mean(t) is t
     assert distributed.gather_rows(lambda a, b: t[a:b] * 2, 6).tolist() == (t * 2).tolist()
     assert distributed.broadcast_object({"x": 1}) == {"x": 1}
     p = torch.nn.Parameter(torch.ones(2))

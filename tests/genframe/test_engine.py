@@ -8,8 +8,8 @@ import torch
 
 from genframe import GenframeError, ReconstructionLoss, component, hookimpl, param
 from genframe.api import load_system, sample, train
-from genframe.engine import run
-from genframe.registry import create_registry
+from genframe.training.engine import run
+from genframe.components.registry import create_registry
 from genframe.storage import RunStorage
 
 from ..conftest import checkpoint_weights, crash_and_resume
@@ -258,7 +258,7 @@ def test_best_checkpoint_by_an_evaluation_metric(tiny_spec, write_spec, tmp_path
 
 
 def test_interpolation_strips_run_between_two_prior_samples(tiny_spec, write_spec, tmp_path):
-    from genframe.engine import Sampler
+    from genframe.build.sampler import Sampler
 
     finished = train(write_spec(tiny_spec), out=str(tmp_path / "run"))
     assert (tmp_path / "run" / "images" / "mapper" / "interpolation-0000008.png").exists()
@@ -404,7 +404,7 @@ def test_a_run_recorded_before_new_settings_existed_still_resumes(tiny_spec, wri
 
 
 def test_a_label_is_a_class_number_or_a_recorded_class_name():
-    from genframe.engine import class_index
+    from genframe.build.sampler import class_index
 
     names = ["cats", "dogs", "7"]
     assert class_index(1, names) == 1

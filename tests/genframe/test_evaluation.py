@@ -10,9 +10,10 @@ import torch
 from genframe import GenframeError
 from genframe.api import train
 from genframe.cli import main
-from genframe.evaluation import compute_metrics, evaluate_run, image_digest
-from genframe.registry import create_registry, set_registry
-from genframe.report import build_report
+from genframe.evaluation.metrics import compute_metrics, image_digest
+from genframe.trained.evaluate import evaluate_run
+from genframe.components.registry import create_registry, set_registry
+from genframe.reporting.report import build_report
 from genframe.storage import RunStorage
 from genframe_plugins import metrics as metrics_module
 from genframe_plugins.metrics import FID, KID, InceptionScore, PrecisionRecall

@@ -9,9 +9,9 @@ import torch
 
 from genframe import GenframeError, SpecError
 from genframe.api import train
-from genframe.context import BuildContext, StageContext
-from genframe import graphs
-from genframe.graphs import WARMUP_STEPS, CaptureError, StepRunner, _RecordedGraph, resolve_mode
+from genframe.training.context import BuildContext, StageContext
+from genframe.training import graphs
+from genframe.training.graphs import WARMUP_STEPS, CaptureError, StepRunner, _RecordedGraph, resolve_mode
 from genframe.storage import RunStorage
 
 from ..conftest import checkpoint_weights, crash_and_resume

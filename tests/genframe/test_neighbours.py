@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genframe.neighbours import nearest_neighbours
+from genframe.ops.neighbours import nearest_neighbours
 
 from .neighbour_cases import brute_force, near_ties, tie_gap
 

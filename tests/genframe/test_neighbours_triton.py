@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from genframe.neighbours import nearest_neighbours
+from genframe.ops.neighbours import nearest_neighbours
 
 from ..conftest import REPO
 
@@ -51,8 +51,8 @@ _PROBE = textwrap.dedent(r'''
 _CASES = _PROBE + textwrap.dedent(r'''
     import json
     import torch
-    from genframe import _neighbours_triton as kernels
-    from genframe.neighbours import nearest_neighbours
+    from genframe.ops import _neighbours_triton as kernels
+    from genframe.ops.neighbours import nearest_neighbours
     from tests.genframe.neighbour_cases import brute_force, near_ties, tie_gap
 
     def reference(q, c):
@@ -196,7 +196,7 @@ def test_triton_matches_matmul_path_on_gpu(nq, nc, dim, dtype):
 
 
 def test_auto_falls_back_to_matrix_products_when_the_kernel_fails(monkeypatch, capsys):
-    from genframe import neighbours
+    from genframe.ops import neighbours
 
     class Broken:
         @staticmethod

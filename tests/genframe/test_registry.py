@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from genframe import Divergence, component, hookimpl
-from genframe.registry import create_registry
-from genframe.roles import ROLES
+from genframe.components.registry import create_registry
+from genframe.components.roles import ROLES
 
 
 def test_builtins_arrive_through_the_entry_point_group():
@@ -58,7 +58,7 @@ def test_a_name_taken_twice_keeps_the_first_and_says_so(tmp_path, monkeypatch, c
             '''Not the real one.'''
             def critic_loss(self, real, fake):
                 return real.mean()
-            def generator_loss(self, fake):
+            def generator_loss(self, real, fake):
                 return fake.mean()
 
         @genframe.hookimpl
@@ -96,7 +96,7 @@ def test_plugins_registered_in_code_use_the_same_door():
         def critic_loss(self, real_scores, fake_scores):
             return real_scores.sum() * 0
 
-        def generator_loss(self, fake_scores):
+        def generator_loss(self, real_scores, fake_scores):
             return fake_scores.sum() * 0
 
     class Plugin:

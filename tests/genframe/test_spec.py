@@ -9,7 +9,7 @@ import yaml
 
 from genframe.api import load_system
 from genframe.errors import SpecError
-from genframe.spec import SCHEMA_COMMENT, apply_overrides, build_schema, load_spec, schema_json
+from genframe.spec.load import SCHEMA_COMMENT, apply_overrides, build_schema, load_spec, schema_json
 
 from ..conftest import REPO, SPECS
 

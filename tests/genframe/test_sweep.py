@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from genframe import GenframeError, SpecError, hookimpl
-from genframe import sweep as sweep_module
+from genframe.sweep import plan as sweep_module
 from genframe.cli import main
-from genframe.registry import create_registry, set_registry
+from genframe.components.registry import create_registry, set_registry
 from genframe.storage import RunStorage
-from genframe.sweep import load_sweep, run_sweep, worker_command
+from genframe.sweep.plan import load_sweep, run_sweep, worker_command
 
 from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
 

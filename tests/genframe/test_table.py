@@ -12,7 +12,7 @@ from PIL import Image
 
 from genframe.cli import main
 from genframe.storage import RunStorage
-from genframe.sweep import load_sweep, run_sweep
+from genframe.sweep.plan import load_sweep, run_sweep
 
 from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genframe.context import EpochBatches
-from genframe.training import Optimisers
+from genframe.training.context import EpochBatches
+from genframe.training.optimisers import Optimisers
 from genframe_plugins.optim import Adam, Constant, RMSProp, Step
 
 
@@ -56,7 +56,7 @@ def test_optimiser_state_round_trips():
                                   RMSProp(lr=0.05, schedule=Step(every_epochs=1, gamma=0.5))],
                          ids=["adam", "adam-fused", "rmsprop"])
 def test_capturable_optimisers_follow_plain_ones_and_save_the_same_state(spec, monkeypatch):
-    from genframe import graphs
+    from genframe.training import graphs
 
     batches = EpochBatches(40, 10, seed=0, device=torch.device("cpu"))  # 4 steps per epoch: the rate halves
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from genframe import GenframeError, SpecError
-from genframe.context import BuildContext, EpochBatches, StageContext
+from genframe.training.context import BuildContext, EpochBatches, StageContext
 from genframe_plugins.adversarial import Adversarial
 from genframe_plugins.began import BEGAN, AutoencoderCritic, BEGANGenerator
 from genframe_plugins.constraints import GradientPenalty, SpectralNorm

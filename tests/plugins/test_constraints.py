@@ -4,9 +4,9 @@ from torch import nn
 
 from genframe import GenframeError, SpecError
 from genframe.api import load_system
-from genframe.build import instantiate
-from genframe.context import BuildContext
-from genframe.registry import create_registry
+from genframe.build.system import instantiate
+from genframe.training.context import BuildContext
+from genframe.components.registry import create_registry
 from genframe_plugins import constraints
 from genframe_plugins.constraints import (DRAGAN, R1, R2, Consistency, GradientPenalty, SpectralNorm,
                                           WeightClipping)

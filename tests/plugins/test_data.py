@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from genframe import GenframeError
-from genframe.registry import create_registry
-from genframe.spec import load_spec
+from genframe.components.registry import create_registry
+from genframe.spec.load import load_spec
 from genframe_plugins.data import (CIFAR10, IMAGES_MAGIC, LABELS_MAGIC, MNIST, Digits, FashionMNIST,
                                    parse_cifar_batch, parse_idx, take_subset)
 

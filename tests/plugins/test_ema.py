@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genframe.context import BuildContext, StageContext
+from genframe.training.context import BuildContext, StageContext
 from genframe_plugins.adversarial import Adversarial
 from genframe_plugins.divergences import Wasserstein
 from genframe_plugins.ema import EMA

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from genframe import GenframeError
-from genframe.context import BuildContext
-from genframe.registry import create_registry
+from genframe.training.context import BuildContext
+from genframe.components.registry import create_registry
 from genframe_plugins.encoders import ConvEncoder, GaussianEncoder
 from genframe_plugins.networks import DCGANCritic
 

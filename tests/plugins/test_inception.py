@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from genframe import GenframeError, SpecError
-from genframe.build import instantiate
-from genframe.registry import get_registry
+from genframe.build.system import instantiate
+from genframe.components.registry import get_registry
 from genframe_plugins import inception
 from genframe_plugins.inception import (RELEASE_BYTES, RELEASE_SHA256, RELEASE_URL, FIDInception, InceptionV3,
                                         build_network, expected_keys, preprocess, read_weights, weights_location)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from genframe import GenframeError, Posterior, SpecError
-from genframe.context import BuildContext, StageContext
-from genframe.registry import create_registry
+from genframe.training.context import BuildContext, StageContext
+from genframe.components.registry import create_registry
 from genframe_plugins.encoders import ConvEncoder, GaussianEncoder
 from genframe_plugins.latent_divergences import KL, MMD, gaussian_kl, mmd_unbiased, prior_spread
 from genframe_plugins.priors import Gaussian, Sphere

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from genframe import GenframeError, SpecError
-from genframe.build import instantiate
-from genframe.context import BuildContext
-from genframe.registry import create_registry
+from genframe.build.system import instantiate
+from genframe.training.context import BuildContext
+from genframe.components.registry import create_registry
 from genframe_plugins import losses
 from genframe_plugins.losses import L1, L2, VGG, Lap1, laplacian_pyramid
 

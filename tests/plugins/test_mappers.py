@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from genframe import GenframeError
-from genframe.context import BuildContext
-from genframe.registry import create_registry
+from genframe.training.context import BuildContext
+from genframe.components.registry import create_registry
 from genframe_plugins.mappers import MLPMapper
 
 CTX = BuildContext(num_examples=10, channels=1, image_size=28, device=torch.device("cpu"))

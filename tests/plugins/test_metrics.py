@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 
 from genframe import GenframeError
-from genframe.evaluation import compute_metrics
+from genframe.evaluation.metrics import compute_metrics
 from genframe_plugins import metrics as metrics_module
 from genframe_plugins.metrics import (FID, KID, InceptionScore, PrecisionRecall, Statistics, frechet_distance,
                                       inception_score, kernel_inception_distance, moments, precision_recall,

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from genframe import GenframeError
-from genframe.context import BuildContext
-from genframe.registry import create_registry
+from genframe.training.context import BuildContext
+from genframe.components.registry import create_registry
 from genframe_plugins.networks import DCGANCritic, DCGANGenerator, dcgan_init, halving_plan, stage_widths
 from genframe_plugins.resnets import DownBlock, ResNetCritic, ResNetGenerator, UpBlock
 

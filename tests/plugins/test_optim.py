@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from genframe import GenframeError, SpecError
-from genframe.build import instantiate
-from genframe.registry import create_registry
+from genframe.build.system import instantiate
+from genframe.components.registry import create_registry
 from genframe_plugins import optim
-from genframe.training import build_optimizer
+from genframe.training.optimisers import build_optimizer
 from genframe_plugins.optim import Adam, Constant, Linear, Plateau, RMSProp, Step
 
 

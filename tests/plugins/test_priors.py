@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genframe import GenframeError
-from genframe.registry import create_registry
+from genframe.components.registry import create_registry
 from genframe_plugins.priors import FittedGaussian, Gaussian, Sphere, Uniform
 
 PRIORS = [Gaussian, Uniform, Sphere, FittedGaussian]

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from genframe import SpecError
-from genframe.context import BuildContext, EpochBatches, StageContext
-from genframe.images import to_float
-from genframe.neighbours import nearest_neighbours
+from genframe.training.context import BuildContext, EpochBatches, StageContext
+from genframe.ops.images import to_float
+from genframe.ops.neighbours import nearest_neighbours
 from genframe_plugins.constraints import GradientPenalty
 from genframe_plugins.divergences import Wasserstein
 from genframe_plugins.encoders import ConvEncoder, GaussianEncoder
@@ -328,6 +328,6 @@ def test_glo_restart_optimizer_forgets_moments_at_each_epoch_start_only():
 
 @pytest.mark.parametrize("trainer_cls", [Autoencoding, IMLE, Adversarial, FitPrior])
 def test_trainers_are_registered(trainer_cls):
-    from genframe.registry import create_registry
+    from genframe.components.registry import create_registry
 
     assert create_registry().get("trainer", trainer_cls.type_name) is trainer_cls

@@ -11,8 +11,9 @@ import torch
 
 from genframe.api import load_system, sample, train
 from genframe.cli import main
-from genframe.engine import Sampler, load_trained
-from genframe.images import to_uint8
+from genframe.build.sampler import Sampler
+from genframe.trained.loading import load_trained
+from genframe.ops.images import to_uint8
 from genframe.storage import RunStorage
 
 from ..conftest import SPECS, checkpoint_weights, crash_and_resume

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from genframe.api import train
-from genframe.registry import get_registry
+from genframe.components.registry import get_registry
 
 from ..conftest import SPECS
 from ..genframe.tiny_specs import assert_same_losses, losses

@@ -85,7 +85,7 @@ def type_schema(tp: Any, component_schema: typing.Callable[[type], dict]) -> dic
 
 
 def _plain_type_schema(tp: Any, component_schema: typing.Callable[[type], dict]) -> dict:
-    from .roles import Component
+    from genframe.components.roles import Component
 
     origin = typing.get_origin(tp)
     if tp is bool:

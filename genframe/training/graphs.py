@@ -23,10 +23,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import distributed
-from .context import StageContext
-from .errors import GenframeError
-from .roles import Trainer
+from genframe.ops import distributed
+from genframe.training.context import StageContext
+from genframe.errors import GenframeError
+from genframe.components.roles import Trainer
 
 Outputs = dict[str, torch.Tensor]
 

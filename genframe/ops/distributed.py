@@ -5,7 +5,7 @@ Each process holds every component whole and trains on its shard of each global 
 follow the single-process run with the same global batch:
 
 - gradients are averaged across processes just before every optimiser step (a pre-step hook that
-  every optimiser built by :func:`genframe.training.build_optimizer` carries), so every process
+  every optimiser built by :func:`genframe.training.optimisers.build_optimizer` carries), so every process
   applies the same update to the same weights;
 - random numbers drawn per example (noise for fakes, VAE reparameterisation, penalty
   interpolation weights...) are drawn for the whole global batch from generators whose states are
@@ -31,7 +31,7 @@ import attrs
 import torch
 import torch.distributed as dist
 
-from .errors import GenframeError
+from genframe.errors import GenframeError
 
 
 @attrs.frozen
@@ -134,7 +134,7 @@ def average_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def mean(tensor: torch.Tensor) -> torch.Tensor:
+def process_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean of ``tensor`` over processes as a new tensor (for statistics that steer training)."""
     return average_(tensor.detach().clone()) if _current.active else tensor
 
@@ -142,6 +142,18 @@ def mean(tensor: torch.Tensor) -> torch.Tensor:
 #: Attribute of a table parameter holding the rows its gradient may be non-zero in this step.
 _ROWS = "_genframe_rows_this_step"
 _MIXED = object()  # the table was read twice in one step: exchange its whole gradient
+
+
+def batch_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor``'s rows over the global batch (every process holds an equal share),
+    differentiable: gradients flow to every process's rows, so that a loss reading a batch
+    statistic (a relativistic divergence's mean score) trains as it would in one process."""
+    local = tensor.mean(dim=0)
+    if not _current.active:
+        return local
+    import torch.distributed.nn.functional as dist_nn
+
+    return dist_nn.all_reduce(local, op=dist.ReduceOp.SUM) / _current.size
 
 
 def rows_used(table: torch.Tensor, rows: torch.Tensor) -> None:

@@ -15,8 +15,11 @@ import attrs
 import torch
 from torch import nn
 
+from genframe.errors import GenframeError
+
 if TYPE_CHECKING:
-    from .context import BuildContext, StageContext
+    from genframe.build.context import BuildContext
+    from genframe.training.context import StageContext
 
 
 class Component(metaclass=abc.ABCMeta):
@@ -193,7 +196,7 @@ class Encoder(ModuleComponent):
         In evaluation mode, so that batch normalisation uses (and does not update) its running statistics.
         Images in host memory (a streamed data set) are moved to the encoder's device chunk by chunk.
         """
-        from .images import to_float
+        from genframe.ops.images import to_float
 
         device = next(self.parameters(), images).device
         was_training = self.training
@@ -286,15 +289,26 @@ class AdversarialTerm(Component):
 
 @_role("divergence")
 class Divergence(AdversarialTerm):
-    """An adversarial objective: critic and generator losses from the critic's scores."""
+    """An adversarial objective: critic and generator losses from the critic's scores.
+
+    Both losses get both sets of scores of the same training step, so an objective that compares
+    real with fake (the relativistic family) is a pure function of its arguments: nothing is kept
+    on the divergence between calls, which is what CUDA graphs and several processes need. The
+    scores are this process's rows; :func:`genframe.batch_mean` averages over the global batch.
+    """
+
+    #: True when ``generator_loss`` reads ``real_scores``: the trainer then scores the step's real
+    #: batch again with the critic as the critic step left it (one more critic forward pass, no
+    #: gradient). Otherwise ``generator_loss`` gets the real scores of the last critic update.
+    generator_reads_real: ClassVar[bool] = False
 
     @abc.abstractmethod
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
         ...
 
     @abc.abstractmethod
-    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
-        ...
+    def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        """The generator's loss; ``real_scores`` carry no gradient (the real images do not depend on it)."""
 
     def update(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
         """Called once per generator update with the last critic step's real scores and the generator
@@ -390,6 +404,10 @@ class Schedule(Component):
 class Optimizer(Component):
     """Builds a torch optimiser (and its learning-rate schedule) for a set of parameters."""
 
+    #: Multiplies the learning rate over training (a spec field of the optimisers that take one);
+    #: None keeps it constant.
+    schedule: Schedule | None = None
+
     @abc.abstractmethod
     def build(self, params: Any) -> torch.optim.Optimizer:
         ...
@@ -454,22 +472,6 @@ class Trainer(Component):
         """Images worth looking at during this stage (e.g. reconstructions), in [-1, 1]."""
         return {}
 
-    def scale_learning_rates(self, factor: float) -> None:
-        """Multiply every learning rate, schedules included (recovery from a non-finite loss).
-
-        Trainers that keep their optimisers in ``genframe.training.Optimisers`` attributes get
-        this for free; others override it.
-        """
-        from .errors import GenframeError
-        from .training import Optimisers
-
-        groups = [value for value in vars(self).values() if isinstance(value, Optimisers)]
-        if not groups:
-            raise GenframeError(f"trainer {self.type_name!r} cannot lower its learning rates; "
-                                "use nonfinite: {action: stop}")
-        for optimisers in groups:
-            optimisers.scale(factor)
-
 
 # --------------------------------------------------------------------------- evaluation
 
@@ -477,6 +479,29 @@ class Trainer(Component):
 @_role("metric")
 class Metric(Component):
     """A number (or a few) describing generated images, possibly against the real data."""
+
+    #: False for a metric of the generated images alone (the Inception score): ``genframe eval``
+    #: then needs no reference images for it.
+    uses_real_images: ClassVar[bool] = True
+    #: True when :meth:`set_reference_statistics` is implemented (FID's saved mean and covariance).
+    reads_statistics_files: ClassVar[bool] = False
+    #: Short names ``genframe eval --metrics`` also accepts (``is`` for ``inception_score``).
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: Measured by ``genframe eval`` when neither the spec nor ``--metrics`` names a metric.
+    evaluated_by_default: ClassVar[bool] = False
+
+    def result_name(self) -> str:
+        """The name this metric's results and protocol are filed under (several of one type need
+        different names)."""
+        return self.type_name
+
+    def set_sample_count(self, n: int) -> None:
+        """Measure ``n`` generated images (``genframe eval --n``)."""
+        raise GenframeError(f"--n: metric {self.type_name!r} has no sample count to set")
+
+    def set_reference_statistics(self, url: str) -> None:
+        """Compare with the statistics saved at ``url`` instead of real images (``reads_statistics_files``)."""
+        raise GenframeError(f"--reference {url}: metric {self.type_name!r} reads no statistics files")
 
     @abc.abstractmethod
     def compute(self, sample: Any, real_images: torch.Tensor, device: torch.device) -> dict[str, float]:

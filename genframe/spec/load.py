@@ -15,10 +15,10 @@ import fsspec
 import jsonschema
 import yaml
 
-from .errors import GenframeError, SpecError
-from .params import field_schema, is_required
-from .registry import Registry, get_registry
-from .roles import NAMED_ROLES, ROLES, Component
+from genframe.errors import GenframeError, SpecError
+from genframe.components.params import field_schema, is_required
+from genframe.components.registry import Registry, get_registry
+from genframe.components.roles import NAMED_ROLES, ROLES, Component
 
 SCHEMA_ID = "https://genframe.dev/schemas/spec.schema.json"
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/spec.schema.json"

@@ -6,10 +6,6 @@ network. Inside ``compute_metrics`` the features of each image set are therefore
 and shared; outside it, every call extracts afresh, so a sampler whose weights changed is never
 served stale features. Real images are identified by the SHA-256 of their pixels, which is what
 makes cached reference statistics safe to reuse.
-
-``evaluate_run`` is the API behind ``genframe eval``: it rebuilds a finished run, picks the
-reference images (the run's data, another split of it, or a statistics file), computes the
-metrics and appends them, with their protocol, to the run's ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -20,21 +16,16 @@ import hashlib
 import json
 import typing
 import weakref
-from datetime import datetime
 from typing import Any, Callable, Iterator
 
 import attrs
 import torch
 
-from .errors import GenframeError
-from .images import to_uint8
-from .registry import Registry, get_registry
-from .roles import FeatureExtractor, Metric
+from genframe.errors import GenframeError
+from genframe.ops.images import to_uint8
+from genframe.components.registry import Registry, get_registry
+from genframe.components.roles import FeatureExtractor, Metric
 
-#: Short names accepted by ``genframe eval --metrics``.
-METRIC_ALIASES = {"is": "inception_score", "pr": "precision_recall"}
-#: Suffixes of statistics files accepted where a reference split could also be named.
-STATS_SUFFIXES = (".pt", ".npz")
 
 
 # --------------------------------------------------------------------------- identities
@@ -73,7 +64,7 @@ def resolve_extractor(value: FeatureExtractor | dict, where: str, registry: Regi
     """A metric's ``features`` field as a component: specs build it, direct Python use may pass a mapping."""
     if isinstance(value, FeatureExtractor):
         return value
-    from .build import instantiate
+    from genframe.build.system import instantiate
 
     return typing.cast(FeatureExtractor, instantiate("feature_extractor", dict(value), f"{where}.features",
                                                      "<metric>", registry or get_registry()))
@@ -160,7 +151,7 @@ def real_features(extractor: FeatureExtractor, images: torch.Tensor, subset: tor
 
 def result_name(metric: Metric) -> str:
     """The name a metric's protocol is filed under: its ``name`` field, else its type."""
-    return str(getattr(metric, "name", None) or metric.type_name)
+    return metric.result_name()
 
 
 def compute_metrics(metrics: list[Metric], sample: Callable, real_images: torch.Tensor | None,
@@ -178,101 +169,3 @@ def compute_metrics(metrics: list[Metric], sample: Callable, real_images: torch.
             results.update(values)
             protocols[result_name(metric)] = metric.protocol()
     return results, protocols
-
-
-# --------------------------------------------------------------------------- genframe eval
-
-
-def _metric_components(system, names: list[str] | None, n: int | None, reference: str | None,
-                       registry: Registry) -> list[Metric]:
-    """The metrics to run: the spec's when none are named; named ones take the spec's settings if it has them."""
-    from .build import instantiate
-
-    configured = {m.type_name: m for m in system.evaluation.metrics}
-    if not names:
-        chosen = list(system.evaluation.metrics) or [instantiate("metric", {"type": "fid"}, "--metrics",
-                                                                 "genframe eval", registry)]
-    else:
-        chosen = []
-        for name in names:
-            type_name = METRIC_ALIASES.get(name, name)
-            if type_name not in registry.names("metric"):
-                known = ", ".join([*METRIC_ALIASES, *registry.names("metric")])
-                raise GenframeError(f"--metrics: unknown metric {name!r}; known: {known}")
-            chosen.append(configured.get(type_name) or
-                          instantiate("metric", {"type": type_name}, "--metrics", "genframe eval", registry))
-    for metric in chosen:
-        if n is not None:
-            if not hasattr(metric, "n"):
-                raise GenframeError(f"--n: metric {metric.type_name!r} has no sample count to set")
-            metric.n = n
-        if reference is not None and reference.endswith(STATS_SUFFIXES):
-            if hasattr(metric, "reference"):
-                metric.reference = reference
-            elif getattr(metric, "uses_real_images", True):
-                raise GenframeError(f"--reference {reference}: a statistics file serves fid only; "
-                                    f"{metric.type_name} needs real images (name a split or leave --reference out)")
-    return chosen
-
-
-def _reference_data(system, reference: str | None, registry: Registry):
-    """The data component whose images are the reference: the run's own, or another split of it."""
-    from .build import instantiate
-
-    if reference is None:
-        return system.data
-    config = system.data.config()
-    fields = {f.name: f for f in attrs.fields(type(system.data))}
-    if "split" not in fields:
-        raise GenframeError(f"--reference {reference}: data type {system.data.type_name!r} has no splits; "
-                            "give a statistics file (.pt or .npz) or leave --reference out")
-    choices = typing.get_args(fields["split"].type)
-    if choices and reference not in choices:
-        raise GenframeError(f"--reference {reference}: data type {system.data.type_name!r} has splits "
-                            f"{', '.join(map(str, choices))}; or give a statistics file (.pt or .npz)")
-    config["split"] = reference
-    return instantiate("dataset", config, "--reference", "genframe eval", registry)
-
-
-def _evaluated_position(system, storage, which: str) -> tuple[str, int]:
-    """(stage name, step) of the checkpoint evaluated, as training logged it."""
-    payload = storage.load_checkpoint(which)
-    index, step = payload["stage"], payload["step"]
-    if step == 0 and index > 0:  # a stage boundary: the end of the previous stage
-        name = system.stages[index - 1].name
-        steps = [r["step"] for r in storage.read_log() if r.get("stage") == name and "event" not in r]
-        return name, max(steps, default=0)
-    return system.stages[min(index, len(system.stages) - 1)].name, step
-
-
-def evaluate_run(run_url: str, *, metrics: list[str] | None = None, n: int | None = None,
-                 reference: str | None = None, device: str | None = None, checkpoint: str = "last",
-                 registry: Registry | None = None) -> dict:
-    """Evaluate a run's checkpoint and append the results with their protocol to its metrics.jsonl.
-
-    ``reference`` is a split of the run's data set (e.g. ``test``) or a statistics file (``.pt``/
-    ``.npz``, FID only); by default the run's own data are the reference. Returns the logged record.
-    """
-    from .engine import Sampler, load_trained
-    from .storage import RunStorage
-
-    registry = registry or get_registry()
-    if n is not None and n < 2:
-        raise GenframeError(f"--n {n}: metrics need at least 2 generated images")
-    system, dev = load_trained(run_url, device=device, registry=registry, checkpoint=checkpoint)
-    storage = RunStorage.open(run_url)
-    chosen = _metric_components(system, metrics, n, reference, registry)
-    uses_stats = reference is not None and reference.endswith(STATS_SUFFIXES)
-    real = None
-    reference_record: dict[str, Any] = {"stats": reference} if uses_stats else {}
-    if not uses_stats:
-        data = _reference_data(system, reference, registry)
-        real, _ = data.load()
-        reference_record = {"data": data.config()}
-    results, protocols = compute_metrics(chosen, Sampler(system, dev), real, dev)
-    stage, step = _evaluated_position(system, storage, checkpoint)
-    record = {"stage": stage, "step": step, "event": "evaluation", **results, "protocol": protocols,
-              "eval": {"checkpoint": checkpoint, "reference": reference_record,
-                       "time": datetime.now().isoformat(timespec="seconds")}}
-    storage.log(record)
-    return record

@@ -11,9 +11,9 @@ import csv
 import io
 from typing import Any
 
-from .errors import GenframeError
-from .storage import RunStorage
-from .sweep import expected_best, summarise
+from genframe.errors import GenframeError
+from genframe.storage import RunStorage
+from genframe.sweep.plan import expected_best, summarise
 
 
 def _num(value: float | None, digits: int = 4) -> str:

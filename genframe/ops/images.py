@@ -33,7 +33,7 @@ def resize_uint8(images: torch.Tensor, size: int, mode: str = "bilinear") -> tor
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
     """Tile uint8 (N, C, H, W) images into one uint8 (C, H', W') image."""
     from torchvision.utils import make_grid
 

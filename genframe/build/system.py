@@ -7,10 +7,10 @@ from typing import Any, Iterator
 
 import attrs
 
-from .errors import GenframeError, SpecError
-from .params import meta, ref_roles, unwrap_optional
-from .registry import Registry, get_registry
-from .roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
+from genframe.errors import GenframeError, SpecError
+from genframe.components.params import meta, ref_roles, unwrap_optional
+from genframe.components.registry import Registry, get_registry
+from genframe.components.roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
 
 #: Top-level settings and their defaults (the schema declares the same defaults for editors).
 DEFAULTS = {"seed": 0, "device": "auto", "precision": "fp32", "compile": False, "cuda_graphs": False,

@@ -39,11 +39,11 @@ import attrs
 import jsonschema
 import torch
 
-from .build import build
-from .errors import GenframeError, SpecError
-from .registry import Registry, get_registry
-from .spec import apply_overrides, build_schema, check_schema, load_spec, parse_yaml, read_text
-from .storage import RunStorage
+from genframe.build.system import build
+from genframe.errors import GenframeError, SpecError
+from genframe.components.registry import Registry, get_registry
+from genframe.spec.load import apply_overrides, build_schema, check_schema, load_spec, parse_yaml, read_text
+from genframe.storage import RunStorage
 
 SWEEP_FORMAT = 1
 RESULT = "result.json"
@@ -510,7 +510,7 @@ def _planned(sweep: Sweep, out: str, trial: Trial) -> tuple[int, dict[str, Any],
 def run_trial(sweep: Sweep, out: str, trial: Trial, *, device: str | None = None,
               registry: Registry | None = None) -> tuple[dict, bool]:
     """Run one trial into its folder unless it has a result; returns (result, whether it ran now)."""
-    from .engine import run
+    from genframe.training.engine import run
 
     registry = registry or get_registry()
     model = sweep.model(trial.model)

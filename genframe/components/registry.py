@@ -18,9 +18,9 @@ from typing import Iterable
 
 import pluggy
 
-from . import hookspecs
-from .errors import GenframeError
-from .roles import NAMED_ROLES, ROLES, Component
+from genframe.components import hooks
+from genframe.errors import GenframeError
+from genframe.components.roles import NAMED_ROLES, ROLES, Component
 
 ENTRY_POINT_GROUP = "genframe"
 
@@ -84,8 +84,8 @@ def _report(problem: PluginProblem) -> None:
 
 def create_registry(extra_plugins: Iterable[object] = (), *, entry_points: bool = True) -> Registry:
     """Build a fresh plugin manager, load plugins, collect their components."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+    pm = pluggy.PluginManager(hooks.PROJECT)
+    pm.add_hookspecs(hooks)
     registry = Registry(manager=pm)
     origin: dict[object, tuple[str, str, str]] = {}
     if entry_points:

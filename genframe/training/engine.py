@@ -18,39 +18,25 @@ import attrs
 import numpy as np
 import torch
 
-from . import distributed, graphs
-from .build import System, build, walk
-from .context import BuildContext, StageContext
-from .errors import GenframeError
-from .evaluation import compute_metrics
-from .graphs import StepRunner
-from .images import grid, png_bytes, to_uint8
-from .params import ref_roles
-from .registry import Registry, get_registry
-from .roles import Generator, ModuleComponent, Prior, Schedule, nested_components
-from .storage import RunStorage
+from genframe.build.context import BuildContext
+from genframe.build.prepare import compile_components, prepare, resolve_device, restore_components
+from genframe.build.sampler import Sampler
+from genframe.build.system import System, build, walk
+from genframe.components.hooks import RunInfo
+from genframe.components.params import ref_roles
+from genframe.components.registry import Registry, get_registry
+from genframe.components.roles import ModuleComponent, Schedule, nested_components
+from genframe.errors import GenframeError
+from genframe.evaluation.metrics import compute_metrics
+from genframe.ops import distributed
+from genframe.ops.images import image_grid, png_bytes, to_uint8
+from genframe.storage import RunStorage
+from genframe.training import graphs
+from genframe.training.context import StageContext
+from genframe.training.graphs import StepRunner
 
 FIXED_NOISE_SEED = 1234  # sample grids use the same noise at every evaluation, so progress is comparable
 INTERPOLATION_ROWS, INTERPOLATION_STEPS = 6, 10  # the interpolation strips written at each evaluation
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; explicit devices are checked before any work starts."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GenframeError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GenframeError(f"device: {name!r} requested but CUDA is not available; use device: cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise GenframeError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA "
-                                "device(s) are visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise GenframeError(f"device: {name!r} requested but MPS is not available; use device: cpu or auto")
-    return device
 
 
 def hardware(device: torch.device) -> dict:
@@ -100,162 +86,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def prepare(system: System, device: torch.device, *, load_data: bool = True,
-            data_shape: dict | None = None) -> BuildContext:
-    """Load the data (or take its recorded shape) and let every component size itself."""
-    images = labels = None
-    if load_data:
-        images, labels = system.data.load()
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise GenframeError(f"data: {system.data.type_name} returned {tuple(images.shape)} {images.dtype}; "
-                                "datasets must return uint8 (N, C, H, W)")
-        if images.shape[-1] != images.shape[-2]:
-            raise GenframeError(f"data: images are {images.shape[-2]}x{images.shape[-1]}; genframe trains on "
-                                "square images (set image_size)")
-        shape = {"num_examples": images.shape[0], "channels": images.shape[1], "image_size": images.shape[2],
-                 "num_classes": int(labels.max()) + 1 if labels is not None and labels.numel() else None,
-                 "class_names": system.data.class_names() if labels is not None else None}
-        images = place_images(images, device, system.data_placement)
-        labels = labels.to(device) if labels is not None else None
-    elif data_shape is not None:
-        shape = data_shape
-    else:
-        raise GenframeError("either load the data or pass its recorded shape")
-    ctx = BuildContext(device=device, seed=system.seed, images=images, labels=labels,
-                       channels_last=system.channels_last, **shape)
-    for comp in system.components.values():
-        comp.setup(ctx)
-        if isinstance(comp, ModuleComponent):
-            comp.to(device, memory_format=torch.channels_last if system.channels_last else torch.preserve_format)
-            distributed.convert_batch_norm(comp, device)  # under torchrun: statistics of the global batch
-    for stage in system.stages:
-        stage.trainer.prepare_components(system.components)  # before any checkpoint is loaded
-    _check_sampler_dims(system)
-    _check_image_shape(system, ctx)
-    return ctx
-
-
-#: Share of the device's free memory that ``data_placement: auto`` lets the images take.
-DEVICE_DATA_SHARE = 0.25
-
-
-def place_images(images: torch.Tensor, device: torch.device, placement: str) -> torch.Tensor:
-    """The uint8 images where training reads them: on the device, or pinned in host memory."""
-    if device.type != "cuda":
-        return images.to(device)  # the CPU (and MPS's unified memory) have nothing to stream from
-    if placement == "auto":
-        free, _ = torch.cuda.mem_get_info(device)
-        placement = "device" if images.numel() * images.element_size() <= DEVICE_DATA_SHARE * free else "host"
-    return images.to(device) if placement == "device" else images.pin_memory()
-
-
-def compile_components(system: System) -> list[str]:
-    """``torch.compile`` the network components in place, as the spec's ``compile`` asks.
-
-    In place (``Module.compile``), so parameter names and checkpoints stay those of eager runs.
-    Components a trainer differentiates twice stay eager. Returns the names compiled.
-    """
-    if not system.compile:
-        return []
-    options = {} if system.compile is True else dict(system.compile)
-    eager = set().union(*(stage.trainer.eager_components(system.components) for stage in system.stages))
-    compiled = []
-    for name, comp in system.components.items():
-        if isinstance(comp, ModuleComponent) and name not in eager and any(True for _ in comp.parameters()):
-            comp.compile(**options)
-            compiled.append(name)
-    return compiled
-
-
-def _check_sampler_dims(system: System) -> None:
-    chain = [system.components[n] for n in system.sampler]
-    prior = chain[0]
-    assert isinstance(prior, Prior)
-    width, previous = prior.dim, system.sampler[0]
-    for name, comp in zip(system.sampler[1:], chain[1:]):
-        wanted = comp.latent_dim if isinstance(comp, Generator) else comp.in_dim
-        if wanted != width:
-            raise GenframeError(f"{system.source}: sampler: {previous!r} produces {width}-d vectors but "
-                                f"{name!r} takes {wanted}-d input")
-        width, previous = getattr(comp, "out_dim", width), name
-
-
-def _check_image_shape(system: System, ctx: BuildContext) -> None:
-    """A generator that cannot produce the data's images fails here, not deep inside a loss."""
-    probe = torch.Generator(device=ctx.device).manual_seed(0)
-    produced = tuple(Sampler(system, ctx.device)(2, probe).shape[1:])
-    expected = (ctx.channels, ctx.image_size, ctx.image_size)
-    if produced != expected:
-        raise GenframeError(f"{system.source}: components.{system.sampler[-1]}: produces images of shape "
-                            f"{produced} (C, H, W) but the data are {expected}; match channels/image_size "
-                            "to the data or leave them out to take the data's")
-
-
-class Sampler:
-    """The spec's sampler chain as a function: noise -> [mappers] -> generator -> images in [-1, 1].
-
-    A class-conditional generator (one with ``num_classes`` set) also receives labels: the given
-    ones, or labels drawn uniformly with the same random generator as the noise.
-    """
-
-    def __init__(self, system: System, device: torch.device):
-        self.chain = [system.components[n] for n in system.sampler]
-        self.device = device
-
-    @property
-    def num_classes(self) -> int | None:
-        return getattr(self.chain[-1], "num_classes", None)
-
-    @torch.no_grad()
-    def __call__(self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
-                 batch_size: int = 1000) -> torch.Tensor:
-        if self.num_classes and labels is None:
-            labels = torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
-        out = []
-        for start in range(0, n, batch_size):
-            count = min(batch_size, n - start)
-            noise = self.chain[0].sample(count, device=self.device, generator=generator)
-            out.append(self.decode(noise, None if labels is None else labels[start:start + count]))
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def decode(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images for given prior samples (e.g. points on a line between two of them), in eval mode."""
-        modules = [m for m in self.chain[1:] if isinstance(m, torch.nn.Module)]
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
-            x = noise
-            for module in self.chain[1:-1]:
-                x = module(x)
-            if self.num_classes:
-                if labels is None:
-                    raise GenframeError("a class-conditional generator needs labels")
-                return self.chain[-1](x, labels.to(self.device))
-            return self.chain[-1](x)
-        finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
-
-    def interpolation(self, rows: int, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``rows`` lines of ``steps`` images between pairs of prior samples (row-major)."""
-        ends = self.chain[0].sample(2 * rows, device=self.device, generator=generator)
-        t = torch.linspace(0.0, 1.0, steps, device=self.device).view(1, steps, 1)
-        noise = (ends[:rows, None] * (1 - t) + ends[rows:, None] * t).reshape(rows * steps, -1)
-        labels = None
-        if self.num_classes:
-            labels = torch.randint(self.num_classes, (rows,), device=self.device, generator=generator)
-            labels = labels.repeat_interleave(steps)
-        return self.decode(noise, labels)
-
-
 def default_run_url(name: str) -> str:
     return f"runs/{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 class Run:
-    """One execution of a system into a run folder; what observer hooks receive."""
+    """One execution of a system into a run folder (observer hooks receive its ``info``)."""
 
     def __init__(self, system: System, storage: RunStorage, device: torch.device, registry: Registry,
                  resumed: bool):
@@ -285,6 +121,12 @@ class Run:
     def url(self) -> str:
         return self.storage.url
 
+    @property
+    def info(self) -> RunInfo:
+        """This run as observer hooks see it: a frozen value, not this object."""
+        return RunInfo(name=self.name, url=self.url, spec=self.spec, device=str(self.device), resumed=self.resumed,
+                       resume_point=self.resume_point, world_size=self.world.size, rank=self.world.rank)
+
 
 class _SilentHooks:
     """Stands in for the hook relay on ranks other than 0: every hook call does nothing."""
@@ -304,7 +146,7 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
     run starts from that run's checkpoint at the end of the shared stages (see :func:`reused_checkpoint`).
 
     Started by ``torchrun``, every process runs this with the same arguments; see
-    :mod:`genframe.distributed` for how they share the work.
+    :mod:`genframe.ops.distributed` for how they share the work.
     """
     registry = registry or get_registry()
     dev = resolve_device(distributed.local_device(device or system.device))
@@ -368,16 +210,16 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
                 if record.get("stage") in shared:
                     storage.log(record)
     hook = the_run.hook
-    hook.genframe_run_started(run=the_run)
+    hook.genframe_run_started(run=the_run.info)
     try:
         _run_with_recovery(the_run, checkpoint)
     except KeyboardInterrupt:
-        hook.genframe_run_finished(run=the_run, status="interrupted", error=None)
+        hook.genframe_run_finished(run=the_run.info, status="interrupted", error=None)
         raise GenframeError(f"interrupted; continue with: genframe run --resume {storage.url}") from None
     except Exception as exc:
-        hook.genframe_run_finished(run=the_run, status="failed", error=f"{type(exc).__name__}: {exc}")
+        hook.genframe_run_finished(run=the_run.info, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    hook.genframe_run_finished(run=the_run, status="completed", error=None)
+    hook.genframe_run_finished(run=the_run.info, status="completed", error=None)
     distributed.barrier()  # no process leaves while rank 0 still evaluates and writes
     return the_run
 
@@ -434,7 +276,7 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
     system = the_run.system
     start_stage, start_step = (checkpoint["stage"], checkpoint["step"]) if checkpoint else (0, 0)
     if checkpoint:
-        _restore_components(system, checkpoint)
+        restore_components(system, checkpoint)
     _trim_log(the_run, start_stage, start_step)  # a run resumed before its first checkpoint starts afresh
     for stage in system.stages:
         if stage.index < start_stage:
@@ -459,7 +301,7 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
             set_rng_state(checkpoint["rng"])
             the_run.lr_scale = checkpoint.get("lr_scale", 1.0)
         if resuming_here and lr_scale is not None and lr_scale != the_run.lr_scale:
-            stage.trainer.scale_learning_rates(lr_scale / the_run.lr_scale)
+            ctx.scale_learning_rates(lr_scale / the_run.lr_scale)
             the_run.lr_scale = lr_scale
         best = _run_stage(the_run, stage, ctx, step)
         the_run.lr_scale = 1.0
@@ -475,13 +317,6 @@ def _trim_log(the_run: Run, stage: int, step: int) -> None:
     kept = [r for r in records if (order.get(r.get("stage"), -1), r.get("step", 0)) <= (stage, step)]
     if len(kept) != len(records):
         the_run.storage.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def _restore_components(system: System, checkpoint: dict) -> None:
-    """Load the checkpoint's weights; a reused run's checkpoint holds only the components it shares."""
-    for name, comp in system.components.items():
-        if isinstance(comp, ModuleComponent) and name in checkpoint["components"]:
-            comp.load_state_dict(checkpoint["components"][name])
 
 
 def referenced_components(trainer) -> set[str]:
@@ -564,7 +399,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     trainer = stage.trainer
     schedules = _schedules(trainer)
     total = trainer.total_steps()
-    hook.genframe_stage_started(run=the_run, stage=stage.name, index=stage.index, total_steps=total,
+    hook.genframe_stage_started(run=the_run.info, stage=stage.name, index=stage.index, total_steps=total,
                                 start_step=start)
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -591,7 +426,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
             if the_run.world.is_main:
                 the_run.storage.log({"stage": stage.name, "step": done,
                                      "time": round(time.time() - the_run.started, 3), **means})
-            hook.genframe_step_end(run=the_run, stage=stage.name, step=done, total_steps=total, losses=means)
+            hook.genframe_step_end(run=the_run.info, stage=stage.name, step=done, total_steps=total, losses=means)
             sums, count = {}, 0
         best = None
         if done < total and every_eval and done % every_eval == 0 and the_run.world.is_main:
@@ -599,7 +434,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
         if checkpoint_due or best is not None:
             _save_checkpoint(the_run, stage.index, done, trainer, ctx.generator, best=best)
     best = _best_mark(the_run, evaluate(the_run, stage, total)) if the_run.world.is_main else None
-    hook.genframe_stage_finished(run=the_run, stage=stage.name, index=stage.index)
+    hook.genframe_stage_finished(run=the_run.info, stage=stage.name, index=stage.index)
     return best
 
 
@@ -666,66 +501,13 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
                                              the_run.device)
     if results:
         storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results, "protocol": protocols})
-    the_run.hook.genframe_evaluated(run=the_run, stage=stage.name, step=step, results=results,
+    the_run.hook.genframe_evaluated(run=the_run.info, stage=stage.name, step=step, results=results,
                                              images=written)
     return results
 
 
 def _write_grid(storage: RunStorage, rel: str, images: torch.Tensor, nrow: int | None = None) -> str:
-    storage.write_bytes(rel, png_bytes(grid(to_uint8(images), nrow=nrow)))
+    storage.write_bytes(rel, png_bytes(image_grid(to_uint8(images), nrow=nrow)))
     return rel
 
 
-# --------------------------------------------------------------------------- sampling a finished run
-
-
-def load_trained(run_url: str, *, device: str | None = None, registry: Registry | None = None,
-                 checkpoint: str = "last") -> tuple[System, torch.device]:
-    """Rebuild a run's system from its folder and load its weights (``last`` or ``best``; no data needed)."""
-    from .spec import validate
-
-    registry = registry or get_registry()
-    storage = RunStorage.open(run_url)
-    spec = storage.read_spec()
-    source = f"{run_url}/spec.yaml"
-    validate(spec, source, registry)
-    system = build(spec, source, registry)
-    dev = resolve_device(device or ("cpu" if system.device == "auto" and not torch.cuda.is_available()
-                                    else system.device))
-    state = storage.load_checkpoint(checkpoint)
-    if state is None:
-        raise GenframeError(f"{run_url}: no checkpoint yet; nothing to sample from")
-    prepare(system, dev, load_data=False, data_shape=storage.read_json("run.json")["data_shape"])
-    _restore_components(system, state)
-    return system, dev
-
-
-def class_index(label: int | str, class_names: list[str] | None) -> int:
-    """The label number of ``label``: a number, or one of the class names the run recorded."""
-    if isinstance(label, int):
-        return label
-    if class_names and label in class_names:
-        return class_names.index(label)
-    if label.lstrip("-").isdigit():
-        return int(label)
-    known = f"the run's classes are {', '.join(class_names)}" if class_names else \
-        "the run recorded no class names; give a class number"
-    raise GenframeError(f"--label {label!r}: not a class of this run; {known}")
-
-
-def sample_images(system: System, device: torch.device, n: int, seed: int, label: int | None = None) -> torch.Tensor:
-    """``n`` uint8 images from the sampler chain; the same seed gives the same images.
-
-    ``label`` asks a class-conditional generator for images of one class.
-    """
-    sampler = Sampler(system, device)
-    labels = None
-    if label is not None:
-        if not sampler.num_classes:
-            raise GenframeError(f"{system.source}: --label needs a class-conditional generator; "
-                                f"{system.sampler[-1]!r} is unconditional")
-        if not 0 <= label < sampler.num_classes:
-            raise GenframeError(f"--label {label}: the generator knows classes 0..{sampler.num_classes - 1}")
-        labels = torch.full((n,), label, dtype=torch.int64, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return to_uint8(sampler(n, generator, labels)).cpu()

@@ -6,9 +6,9 @@ import inspect
 
 import attrs
 
-from .params import field_schema, help_of, is_required, ref_roles
-from .registry import Registry, get_registry
-from .roles import ROLES
+from genframe.components.params import field_schema, help_of, is_required, ref_roles
+from genframe.components.registry import Registry, get_registry
+from genframe.components.roles import ROLES
 
 
 def _type_text(field: attrs.Attribute) -> str:

@@ -12,7 +12,7 @@ where the device has it. The difference has no cancellation, so the winner is th
 neighbour as long as it made the shortlist, which fails only when more than ``rerank``
 candidates lie within rounding error of it.
 
-On CUDA the shortlist comes from a fused Triton kernel (``genframe._neighbours_triton``) that
+On CUDA the shortlist comes from a fused Triton kernel (``genframe.ops._neighbours_triton``) that
 keeps a running top-``rerank`` per query in registers and never writes the distance matrix. It
 multiplies float32 inputs on TF32 tensor cores and ranks by distances truncated by at most 2^-16
 of their value, so "rounding error" there means TF32's (about 1e-3 |q| |c|) rather than float32's;
@@ -39,7 +39,7 @@ _TRITON_FAILED: list[str] = []  # why the kernel failed in this process, once it
 def _triton_kernels() -> ModuleType | None:
     """The Triton kernel module, or None where triton does not import (CPU-only installs)."""
     try:
-        from genframe import _neighbours_triton
+        from genframe.ops import _neighbours_triton
     except (ImportError, RuntimeError):  # no triton, or a triton build that fails to initialise
         return None
     return _neighbours_triton
@@ -86,7 +86,7 @@ def nearest_neighbours(queries: torch.Tensor, candidates: torch.Tensor, *, chunk
       budget when not given) through ``addmm``, merged across candidate blocks with ``topk``.
       ``chunk_candidates`` is raised to ``rerank`` if smaller, so that the first block fills the
       shortlist. Float32 products follow ``torch.backends.cuda.matmul`` (full float32 by default).
-    * ``"triton"``: the fused kernel of ``genframe._neighbours_triton``, which never stores the
+    * ``"triton"``: the fused kernel of ``genframe.ops._neighbours_triton``, which never stores the
       distance matrix (CUDA tensors, or CPU ones under ``TRITON_INTERPRET=1``; float32, bfloat16 or
       float16 inputs of one dtype; ``rerank`` <= 32). Float32 products use TF32.
       ``chunk_candidates`` is ignored and ``chunk_queries`` only sizes the re-ranking steps.

@@ -1,4 +1,4 @@
-"""Fused distance + running top-k shortlist for :func:`genframe.neighbours.nearest_neighbours` (Triton).
+"""Fused distance + running top-k shortlist for :func:`genframe.ops.neighbours.nearest_neighbours` (Triton).
 
 The matmul path writes every (query, candidate) score to memory and reads it back for ``topk``; at
 d=64 that traffic, not the arithmetic, sets its speed. Here each program owns ``BLOCK_Q`` queries

@@ -10,10 +10,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from .context import EpochBatches
-from .distributed import average_gradients_hook
-from .errors import GenframeError
-from .roles import Optimizer, Schedule
+from genframe.training.batches import EpochBatches
+from genframe.ops.distributed import average_gradients_hook
+from genframe.errors import GenframeError
+from genframe.components.roles import Optimizer, Schedule
 
 
 def build_optimizer(optimizer: Optimizer, params: Any,
@@ -23,9 +23,9 @@ def build_optimizer(optimizer: Optimizer, params: Any,
     ``epoch_progress(step)`` gives the (fractional) epoch and the progress in [0, 1] at a step;
     the scheduler advances once per ``scheduler.step()``, called after every optimiser step.
     An optimiser without a ``schedule`` field keeps a constant learning rate. Under ``torchrun``
-    every step first averages the gradients over processes (see :mod:`genframe.distributed`).
+    every step first averages the gradients over processes (see :mod:`genframe.ops.distributed`).
     """
-    schedule = getattr(optimizer, "schedule", None)
+    schedule = optimizer.schedule
     if schedule is not None and not isinstance(schedule, Schedule):
         raise TypeError(f"{type(optimizer).__name__}.schedule is {schedule!r}, not a schedule component: "
                         "build the spec, or pass a schedule component")
