@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from genframe_plugins.data import MNIST, Digits
+from genframe_plugins.data.datasets import MNIST, Digits
 
 from genframe.api import train
 from genframe.training.context import BuildContext

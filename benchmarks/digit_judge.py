@@ -42,8 +42,8 @@ from torch import nn
 
 from genframe import GenframeError
 from genframe.ops.images import resize_uint8
-from genframe_plugins.data import MNIST, FashionMNIST
-from genframe_plugins.metrics import frechet_distance, moments
+from genframe_plugins.data.datasets import MNIST, FashionMNIST
+from genframe_plugins.metrics.feature_metrics import frechet_distance, moments
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = {"mnist": MNIST, "fashion_mnist": FashionMNIST}

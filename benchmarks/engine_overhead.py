@@ -39,8 +39,8 @@ from _common import (
     sync,
     write_json,
 )
-from genframe_plugins.latents import LatentCodes
-from genframe_plugins.networks import DCGANCritic, DCGANGenerator
+from genframe_plugins.networks.latents import LatentCodes
+from genframe_plugins.networks.dcgan import DCGANCritic, DCGANGenerator
 
 from genframe.build.prepare import resolve_device
 from genframe.ops.images import to_float

@@ -36,7 +36,7 @@ from genframe import GenframeError
 from genframe.api import sample, train
 from genframe.trained.loading import load_trained
 from genframe.ops.images import to_uint8
-from genframe_plugins.priors import FittedGaussian
+from genframe_plugins.networks.priors import FittedGaussian
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = str(REPO / "specs" / "glann.yaml")

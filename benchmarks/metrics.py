@@ -34,9 +34,9 @@ import torch
 from genframe.training.context import BuildContext
 from genframe.build.prepare import resolve_device
 from genframe.ops.images import to_uint8
-from genframe_plugins.inception import FIDInception
-from genframe_plugins.metrics import FID, frechet_distance, moments, psd_sqrt
-from genframe_plugins.networks import DCGANGenerator
+from genframe_plugins.metrics.inception import FIDInception
+from genframe_plugins.metrics.feature_metrics import FID, frechet_distance, moments, psd_sqrt
+from genframe_plugins.networks.dcgan import DCGANGenerator
 
 LATENT = 128
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from digit_judge import Judge, data_root
 from torch import nn
 
-from genframe_plugins.data import MNIST
+from genframe_plugins.data.datasets import MNIST
 
 
 class Generator(nn.Module):

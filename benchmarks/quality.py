@@ -35,8 +35,8 @@ from digit_judge import Judge, data_root
 from genframe.trained import applications as app
 from genframe.api import sample, train
 from genframe.ops.images import image_grid, png_bytes, to_uint8
-from genframe_plugins.data import MNIST
-from genframe_plugins.priors import FittedGaussian
+from genframe_plugins.data.datasets import MNIST
+from genframe_plugins.networks.priors import FittedGaussian
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = {  # name -> (spec, overrides of the --quick CPU version)

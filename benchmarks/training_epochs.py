@@ -50,10 +50,10 @@ from _common import (
     timed_loop,
     write_json,
 )
-from genframe_plugins.latents import LatentCodes
-from genframe_plugins.losses import Lap1
-from genframe_plugins.mappers import MLPMapper
-from genframe_plugins.networks import DCGANGenerator
+from genframe_plugins.networks.latents import LatentCodes
+from genframe_plugins.objectives.losses import Lap1
+from genframe_plugins.networks.mappers import MLPMapper
+from genframe_plugins.networks.dcgan import DCGANGenerator
 
 from genframe.build.prepare import resolve_device
 from genframe.ops.images import to_float

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ..conftest import REPO
-from ..plugins.test_data import write_split
+from ..plugins.data.test_data import write_split
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def test_there_are_spec_examples():
 
 def test_plugin_guide_shows_the_shipped_package():
     guide = DOCS / "plugins.md"
-    python, = _blocks(guide, "python")
+    python = _blocks(guide, "python")[0]  # the package; the worked examples follow (test_plugin_guide.py)
     toml, = _blocks(guide, "toml")
     package = REPO / "examples" / "genframe-charbonnier"
     assert python.strip() == (package / "genframe_charbonnier" / "__init__.py").read_text().strip()

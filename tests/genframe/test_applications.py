@@ -77,7 +77,7 @@ def test_reconstruction_reports_its_loss_and_psnr_per_image(runs):
     images = _generated(trained, 4, seed=2)[1]
     images[1] = 255 - images[1]  # an image the generator can hardly make
     found = app.reconstruct(trained, images, loss="l1", search=app.Search(steps=20))
-    from genframe_plugins.losses import L1
+    from genframe_plugins.objectives.losses import L1
 
     for i in range(4):
         expected = L1()(to_float(found.images[i:i + 1]), to_float(images[i:i + 1])).item()
@@ -88,7 +88,7 @@ def test_reconstruction_reports_its_loss_and_psnr_per_image(runs):
 
 
 def test_an_encoder_that_can_encode_new_images_gives_the_starting_codes(runs):
-    from genframe_plugins.losses import L2
+    from genframe_plugins.objectives.losses import L2
 
     trained = app.load(runs["ae"])
     images = _generated(trained, 5, seed=3)[1]

@@ -272,7 +272,7 @@ def test_interpolation_strips_run_between_two_prior_samples(tiny_spec, write_spe
 
 
 def test_out_of_gpu_memory_names_the_batch_size_to_lower(tiny_spec, write_spec, tmp_path, monkeypatch):
-    from genframe_plugins.autoencoding import Autoencoding
+    from genframe_plugins.trainers.autoencoding import Autoencoding
 
     def exhausted(self, step):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

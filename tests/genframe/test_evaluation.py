@@ -15,10 +15,10 @@ from genframe.trained.evaluate import evaluate_run
 from genframe.components.registry import create_registry, set_registry
 from genframe.reporting.report import build_report
 from genframe.storage import RunStorage
-from genframe_plugins import metrics as metrics_module
-from genframe_plugins.metrics import FID, KID, InceptionScore, PrecisionRecall
+from genframe_plugins.metrics import feature_metrics as metrics_module
+from genframe_plugins.metrics.feature_metrics import FID, KID, InceptionScore, PrecisionRecall
 
-from ..plugins.metric_helpers import PixelStats, PixelStatsPlugin, Replay, make_images
+from ..plugins.metrics.metric_helpers import PixelStats, PixelStatsPlugin, Replay, make_images
 
 CPU = torch.device("cpu")
 

@@ -7,7 +7,7 @@ import torch
 
 from genframe.training.context import EpochBatches
 from genframe.training.optimisers import Optimisers
-from genframe_plugins.optim import Adam, Constant, RMSProp, Step
+from genframe_plugins.trainers.optimisers import Adam, Constant, RMSProp, Step
 
 
 def _params():

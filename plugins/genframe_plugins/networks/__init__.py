@@ -1,0 +1,1 @@
+"""The parts of a model: generators, critics, encoders, latent mappers, priors, code tables."""

@@ -1,0 +1,1 @@
+"""What training minimises: reconstruction losses, divergences, Lipschitz constraints, latent divergences."""

@@ -1,0 +1,1 @@
+"""Observers of runs: console progress, TensorBoard, loss curves."""

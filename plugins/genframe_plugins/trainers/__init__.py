@@ -1,0 +1,1 @@
+"""Training procedures (adversarial, autoencoding, IMLE, prior fitting) and their optimisers and schedules."""

@@ -1,0 +1,128 @@
+"""IMLE: fit a map from noise to targets by nearest neighbours (image-space IMLE, GLANN's latent mapper)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from genframe import (Encoder, Generator, Optimizer, Prior, StageContext, Trainer, component, gather_rows,
+                      hookimpl, nearest_neighbours, param, per_example, ref)
+from genframe_plugins.trainers._defaults import adam_defaults
+
+
+@component("trainer", "imle")
+class IMLE(Trainer):
+    """Implicit maximum likelihood (Li & Malik 2018): pull each target's nearest generated sample onto it.
+
+    Every ``staleness`` epochs, ``sample_factor`` x N noise vectors are drawn and mapped; each target
+    (a training image, or a learned code for GLANN) is paired with the exact nearest mapped sample,
+    and the model then regresses those pairs. Unlike a GAN, every target is covered by some sample,
+    so there is no mode dropping.
+    """
+
+    model: str = ref(("latent_mapper", "generator"), "mapper",
+                     help="what is fitted: a latent mapper (GLANN) or a generator (image-space IMLE)")
+    prior: str = ref("prior", "prior", help="where the model's input noise comes from")
+    targets: str = ref("encoder", "codes", also=("data",),
+                       help="'data' for the training images, or an encoder whose codes of the data are fitted")
+    epochs: int = param(50, ge=1)
+    batch_size: int = param(128, ge=1)
+    sample_factor: float = param(2.0, gt=0, help="noise samples drawn per target at each refresh")
+    staleness: int = param(1, ge=1, help="epochs between refreshes of the nearest-neighbour pairing")
+    noise: float = param(0.0, ge=0, help="std of Gaussian noise added to the selected inputs at each step")
+    pool_statistics: Literal["running", "batch"] = param(
+        "running", help="normalisation statistics when the pool is mapped: running (eval mode, as samples are "
+                        "drawn) or batch (train mode in chunks of batch_size, as in the steps)")
+    restart_optimizer: bool = param(False, help="forget the optimiser's moments at every refresh (the "
+                                                "official GLANN code builds a new Adam each epoch)")
+    optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999), weight_decay=1e-5))
+
+    supports_cuda_graphs = True
+
+    def bind(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        self._model = ctx.components[self.model]
+        self._prior = ctx.component(self.prior, Prior)
+        if self.targets == "data":
+            self._targets = ctx.batch(torch.arange(ctx.build.num_examples, device=ctx.device))
+        else:
+            self._targets = ctx.component(self.targets, Encoder).encode_all(ctx.images).detach()
+        self._batches = ctx.batches(self.batch_size)
+        self._selected = torch.zeros(self._targets.shape[0], self._prior.dim, device=ctx.device)
+        self._optimisers = ctx.optimisers()
+        self._optimisers.add("model", self.optimizer, self._model.parameters(), self._batches, self.total_steps())
+
+    def total_steps(self) -> int:
+        return self.epochs * self._batches.steps_per_epoch
+
+    @torch.no_grad()
+    def _refresh(self) -> None:
+        """Re-draw the noise pool and pair every target with its nearest mapped sample.
+
+        Under torchrun every process draws the same pool, maps a share of it and searches the
+        neighbours of a share of the targets among all mapped samples; the shares are gathered, so
+        every process ends with the whole pairing.
+        """
+        count = max(1, int(round(self.sample_factor * self._targets.shape[0])))
+        pool = self._prior.sample(count, device=self._ctx.device, generator=self._ctx.generator)
+        batch_statistics = self.pool_statistics == "batch"
+        chunk = self.batch_size if batch_statistics else 4096
+
+        def mapped_rows(start: int, stop: int) -> torch.Tensor:
+            # near-equal chunks: batch statistics of a last chunk of one row would be undefined
+            parts = torch.tensor_split(pool[start:stop], max(1, -(-(stop - start) // chunk)))
+            return torch.cat([self._model(part) for part in parts])
+
+        running = {name: b.clone() for name, b in self._model.named_buffers()} if batch_statistics else {}
+        self._model.train(batch_statistics)
+        try:
+            mapped = gather_rows(mapped_rows, count)
+        finally:
+            self._model.train()
+            for name, buffer in self._model.named_buffers():  # the pool leaves the running statistics as they were
+                if name in running:
+                    buffer.copy_(running[name])
+        targets, samples = self._targets.flatten(1), mapped.flatten(1)
+        nearest = gather_rows(lambda start, stop: nearest_neighbours(targets[start:stop], samples)[0],
+                              targets.shape[0])
+        self._selected.copy_(pool[nearest])  # in place: replayed steps read it where they were captured
+        if self.restart_optimizer:
+            self._optimisers.restart()
+
+    def _refreshes(self, step: int) -> bool:
+        epoch, position = divmod(step, self._batches.steps_per_epoch)
+        return position == 0 and epoch % self.staleness == 0
+
+    def replayable(self, step: int) -> bool:
+        return not self._refreshes(step)
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        if self._refreshes(step):
+            self._refresh()
+        indices = self._batches.indices(step)
+        inputs = self._selected[indices]
+        if self.noise > 0:
+            inputs = inputs + self.noise * per_example(
+                lambda n: torch.randn((n, *inputs.shape[1:]), device=inputs.device, generator=self._ctx.generator),
+                inputs.shape[0])
+        loss = F.mse_loss(self._model(inputs), self._targets[indices])
+        self._optimisers.zero_grad()
+        loss.backward()
+        self._optimisers.step()
+        if isinstance(self._model, Generator):
+            self._model.after_update()  # e.g. an EMA generator averages its weights
+        return {"loss": loss.detach()}
+
+    def state_dict(self) -> dict:
+        return {"optimisers": self._optimisers.state_dict(), "selected": self._selected.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._optimisers.load_state_dict(state["optimisers"])
+        self._selected.copy_(state["selected"])
+
+
+@hookimpl
+def genframe_components():
+    return [IMLE]
