@@ -50,6 +50,12 @@ GLANN = {
     "log_every": 2,
 }
 
+# Relativistic average hinge with two critic updates: its generator loss reads real scores of the
+# step's last batch, rescored after the critic's update, and batch means of the global batch.
+RELATIVISTIC = {**GAN, "name": "ddp-rahinge",
+                "stages": [{"name": "gan", "trainer": {**GAN["stages"][0]["trainer"], "divergence": {"type": "rahinge"},
+                                                       "constraints": [{"type": "gradient_penalty", "weight": 10}]}}]}
+
 VAE = {
     "name": "ddp-vae", "seed": 0, "device": "cpu",
     "data": {"type": "digits", "image_size": 16, "limit": 256},

@@ -66,7 +66,7 @@ def test_wgan_spec_is_algorithm_1():
     assert (trainer.batch_size, trainer.n_critic, trainer.divergence.type_name) == (64, 5, "wasserstein")
 
 
-DIVERGENCES = ["wasserstein", "hinge", "nonsaturating", "minimax", "least_squares"]
+DIVERGENCES = ["wasserstein", "hinge", "nonsaturating", "minimax", "least_squares", "rasgan", "ralsgan", "rahinge"]
 CONSTRAINTS = ["{type: gradient_penalty}", "{type: weight_clipping}", "{type: r1}", "{type: r2}", "{type: dragan}",
                "{type: consistency, shift: 2}", "{type: spectral_norm}"]
 
