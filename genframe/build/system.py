@@ -10,15 +10,8 @@ import attrs
 from genframe.errors import GenframeError, SpecError
 from genframe.components.params import meta, ref_roles, unwrap_optional
 from genframe.components.registry import Registry, get_registry
-from genframe.components.roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Metric, Prior, Trainer
-
-#: Top-level settings and their defaults (the schema declares the same defaults for editors).
-DEFAULTS = {"seed": 0, "device": "auto", "precision": "fp32", "compile": False, "cuda_graphs": False,
-            "channels_last": False, "data_placement": "auto",
-            "log_every": 50,
-            "checkpoint_every": 1000, "keep_checkpoints": 3, "best_checkpoint": None}
-EVALUATION_DEFAULTS = {"every": None, "n_samples": 64}
-NONFINITE_DEFAULTS = {"action": "stop", "lr_factor": 0.5, "retries": 3}
+from genframe.components.roles import NAMED_ROLES, Component, Dataset, Generator, LatentMapper, Prior, Trainer
+from genframe.spec.settings import Settings, in_spec_order
 
 
 @attrs.define
@@ -29,53 +22,25 @@ class Stage:
     sample: bool
 
 
-@attrs.define
-class Evaluation:
-    every: int | None
-    n_samples: int
-    metrics: list[Metric]
-
-
-@attrs.define
-class System:
-    """A built spec: what the engine runs. ``source`` names the spec file for error messages."""
+@attrs.define(kw_only=True)
+class System(Settings):
+    """A built spec: what the engine runs. Its settings are inherited from ``Settings`` (``system.log_every``);
+    ``source`` names the spec file for error messages."""
 
     source: str
-    name: str
-    seed: int
-    device: str
-    precision: str
-    compile: bool | dict
-    cuda_graphs: bool | str
-    channels_last: bool
-    data_placement: str
     data: Dataset
     components: dict[str, Component]
     stages: list[Stage]
     sampler: list[str]
-    evaluation: Evaluation
-    log_every: int
-    checkpoint_every: int
-    keep_checkpoints: int
-    best_checkpoint: dict | None
-    nonfinite: dict
 
     def resolved_spec(self) -> dict:
         """The spec with every default written out: what the run folder records."""
-        return {
-            "name": self.name, "seed": self.seed, "device": self.device, "precision": self.precision,
-            "compile": self.compile, "cuda_graphs": self.cuda_graphs, "channels_last": self.channels_last,
-            "data_placement": self.data_placement,
+        return in_spec_order(self.spec_data(), {
             "data": self.data.config(),
             "components": {name: c.config() for name, c in self.components.items()},
             "stages": [{"name": s.name, "trainer": s.trainer.config(), "sample": s.sample} for s in self.stages],
             "sampler": list(self.sampler),
-            "evaluation": {"every": self.evaluation.every, "n_samples": self.evaluation.n_samples,
-                           "metrics": [m.config() for m in self.evaluation.metrics]},
-            "log_every": self.log_every, "checkpoint_every": self.checkpoint_every,
-            "keep_checkpoints": self.keep_checkpoints, "best_checkpoint": self.best_checkpoint,
-            "nonfinite": dict(self.nonfinite),
-        }
+        })
 
 
 def _component_role(tp: Any) -> tuple[type[Component] | None, bool]:
@@ -207,17 +172,18 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
     for name, comp in components.items():
         _check_refs(comp, f"components.{name}", components, source)
     _check_sampler(spec["sampler"], components, source)
+    cuda_graphs = spec.get("cuda_graphs", attrs.fields(Settings).cuda_graphs.default)
     for stage in stages:
         _check_combination(stage.trainer, f"stages[{stage.index}].trainer", components, source)
-        if spec.get("cuda_graphs", False) and not stage.trainer.supports_cuda_graphs:
+        if cuda_graphs and not stage.trainer.supports_cuda_graphs:
             raise SpecError(f"stage {stage.name!r}: trainer {stage.trainer.type_name!r} does not support CUDA graph "
                             "capture of its steps; set cuda_graphs: false", source=source, path="cuda_graphs")
-    ev = {**EVALUATION_DEFAULTS, **spec.get("evaluation", {})}
+    evaluation = spec.get("evaluation", {})
     metrics = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
-               for i, m in enumerate(ev.get("metrics", []))]
-    settings = {k: spec.get(k, v) for k, v in DEFAULTS.items()}
-    if settings["best_checkpoint"] is not None:
-        settings["best_checkpoint"] = {"mode": "min", **settings["best_checkpoint"]}
-    return System(source=source, name=spec["name"], data=data, components=components, stages=stages,
-                  sampler=list(spec["sampler"]), evaluation=Evaluation(ev["every"], ev["n_samples"], metrics),
-                  nonfinite={**NONFINITE_DEFAULTS, **spec.get("nonfinite", {})}, **settings)
+               for i, m in enumerate(evaluation.get("metrics", []))]
+    try:
+        settings = Settings.from_spec({**spec, "evaluation": {**evaluation, "metrics": metrics}})
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"invalid settings: {exc}", source=source) from None
+    return System(source=source, data=data, components=components, stages=stages, sampler=list(spec["sampler"]),
+                  **attrs.asdict(settings, recurse=False))

@@ -7,7 +7,9 @@ import sys
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from genframe.sweep.plan import default_out, load_sweep, read_result, run_sweep
+    from genframe.sweep.plan import load_sweep
+    from genframe.sweep.results import read_result
+    from genframe.sweep.run import default_out, run_sweep
 
     sweep = load_sweep(args.sweep, args.set)
     out = args.out or default_out(args.sweep)

@@ -3,12 +3,14 @@
 A component is an attrs class whose fields are exactly its spec parameters. ``param`` attaches
 bounds, choices and a help line to a field; ``ref`` marks a field that names another component of
 the spec (resolved by the build step); a field annotated with a role class holds a nested
-component (``divergence: Divergence``). ``field_schema`` reads all of this back to produce the
-JSON Schema, so the schema can never disagree with the code.
+component (``divergence: Divergence``), and one annotated with a plain attrs class holds a nested
+mapping of that class's fields (the spec's top-level settings use these). ``field_schema`` reads
+all of this back to produce the JSON Schema, so the schema can never disagree with the code.
 """
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any, Literal, Union
@@ -20,14 +22,19 @@ _META = "genframe"
 
 def param(default: Any = attrs.NOTHING, *, help: str = "", ge: float | None = None,
           gt: float | None = None, le: float | None = None, lt: float | None = None,
-          factory: Any = None) -> Any:
-    """A spec parameter with optional numeric bounds; the bounds are enforced and exported."""
+          pattern: str | None = None, factory: Any = None) -> Any:
+    """A spec parameter with optional numeric bounds or a regular expression for text; both are
+    enforced and exported."""
     validators = []
     bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
     for key, value in bounds.items():
         if value is not None:
             validators.append(getattr(attrs.validators, key)(value))
-    meta = {"help": help, "bounds": {k: v for k, v in bounds.items() if v is not None}}
+    if pattern is not None:
+        validators.append(attrs.validators.matches_re(pattern, func=re.search))
+    meta: dict[str, Any] = {"help": help, "bounds": {k: v for k, v in bounds.items() if v is not None}}
+    if pattern is not None:
+        meta["pattern"] = pattern
     validator = _optional_aware(validators) if validators else None
     if factory is not None:
         return attrs.field(factory=factory, validator=validator, metadata={_META: meta})
@@ -88,6 +95,8 @@ def _plain_type_schema(tp: Any, component_schema: typing.Callable[[type], dict])
     from genframe.components.roles import Component
 
     origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [type_schema(a, component_schema) for a in typing.get_args(tp)]}
     if tp is bool:
         return {"type": "boolean"}
     if tp is int:
@@ -99,7 +108,8 @@ def _plain_type_schema(tp: Any, component_schema: typing.Callable[[type], dict])
     if tp is Any:
         return {}
     if origin is Literal:
-        return {"enum": list(typing.get_args(tp))}
+        values = list(typing.get_args(tp))
+        return {"const": values[0]} if len(values) == 1 else {"enum": values}
     if origin in (list, tuple):
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
@@ -113,7 +123,20 @@ def _plain_type_schema(tp: Any, component_schema: typing.Callable[[type], dict])
         return {"type": "object", "additionalProperties": type_schema(value, component_schema)}
     if isinstance(tp, type) and issubclass(tp, Component):
         return component_schema(tp)
+    if isinstance(tp, type) and attrs.has(tp):
+        return record_schema(tp, component_schema)
     raise TypeError(f"no JSON Schema for parameter type {tp!r}")
+
+
+def record_schema(cls: type, component_schema: typing.Callable[[type], dict]) -> dict:
+    """Schema of a nested mapping declared by a plain attrs class: its fields, and nothing else."""
+    fields = attrs.fields(cls)
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                              "properties": {f.name: field_schema(f, component_schema) for f in fields}}
+    required = [f.name for f in fields if is_required(f)]
+    if required:
+        schema["required"] = required
+    return schema
 
 
 def field_schema(field: attrs.Attribute, component_schema: typing.Callable[[type], dict]) -> dict:
@@ -132,6 +155,8 @@ def field_schema(field: attrs.Attribute, component_schema: typing.Callable[[type
                           "le": "maximum", "lt": "exclusiveMaximum"}[key]
             target = schema["anyOf"][0] if "anyOf" in schema else schema
             target[schema_key] = value
+        if m.get("pattern"):
+            (schema["anyOf"][0] if "anyOf" in schema else schema)["pattern"] = m["pattern"]
         if m.get("help"):
             schema["description"] = m["help"]
     default = field.default

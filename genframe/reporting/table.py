@@ -13,7 +13,7 @@ from typing import Any
 
 from genframe.errors import GenframeError
 from genframe.storage import RunStorage
-from genframe.sweep.plan import expected_best, summarise
+from genframe.sweep.results import expected_best, summarise
 
 
 def _num(value: float | None, digits: int = 4) -> str:

@@ -1,7 +1,8 @@
 """Specs: YAML in, validated plain data out, with errors that name the file and the field.
 
-The JSON Schema is generated from the registered components' attrs fields, so a parameter is
-declared exactly once. ``genframe schema`` writes it to ``schemas/spec.schema.json`` for editors.
+The JSON Schema is generated from the registered components' attrs fields and from the top-level
+``Settings``, so a parameter or setting is declared exactly once. ``genframe schema`` writes it to
+``schemas/spec.schema.json`` for editors.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from genframe.errors import GenframeError, SpecError
 from genframe.components.params import field_schema, is_required
 from genframe.components.registry import Registry, get_registry
 from genframe.components.roles import NAMED_ROLES, ROLES, Component
+from genframe.spec.settings import Settings, in_spec_order, property_schemas
 
 SCHEMA_ID = "https://genframe.dev/schemas/spec.schema.json"
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/spec.schema.json"
-DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
 
 # --------------------------------------------------------------------------- schema generation
@@ -72,112 +73,38 @@ def build_schema(registry: Registry | None = None) -> dict:
         defs[f"role.{role}"] = _union({role: registry.names(role)}, f"a {role} component")
     defs["named_component"] = _union({r: registry.names(r) for r in NAMED_ROLES},
                                      "a component shared by name: " + ", ".join(NAMED_ROLES))
+    structure = {
+        "data": {"$ref": "#/$defs/role.dataset"},
+        "components": {
+            "type": "object", "minProperties": 1,
+            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {"$ref": "#/$defs/named_component"},
+            "description": "Components shared by name between stages and the sampler.",
+        },
+        "stages": {
+            "type": "array", "minItems": 1,
+            "items": {
+                "type": "object", "required": ["name", "trainer"], "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
+                    "trainer": {"$ref": "#/$defs/role.trainer"},
+                    "sample": {"type": "boolean", "description":
+                               "Write sample grids during this stage (default: last stage only)."},
+                },
+            },
+        },
+        "sampler": {"type": "array", "minItems": 2, "items": {"type": "string"},
+                    "description": "Chain of component names: a prior, optional mappers, a generator."},
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "genframe spec",
         "description": "A generative system: data, named components, training stages, sampler, evaluation.",
         "type": "object",
-        "required": ["name", "data", "components", "stages", "sampler"],
+        "required": [f.name for f in attrs.fields(Settings) if is_required(f)] + list(structure),
         "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                     "description": "Run name; the default run folder is runs/<name>-<timestamp>."},
-            "seed": {"type": "integer", "minimum": 0, "default": 0},
-            "device": {"type": "string", "pattern": DEVICE_PATTERN, "default": "auto",
-                       "description": "auto, cpu, cuda, cuda:N or mps"},
-            "data": {"$ref": "#/$defs/role.dataset"},
-            "components": {
-                "type": "object", "minProperties": 1,
-                "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-                "additionalProperties": {"$ref": "#/$defs/named_component"},
-                "description": "Components shared by name between stages and the sampler.",
-            },
-            "stages": {
-                "type": "array", "minItems": 1,
-                "items": {
-                    "type": "object", "required": ["name", "trainer"], "additionalProperties": False,
-                    "properties": {
-                        "name": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
-                        "trainer": {"$ref": "#/$defs/role.trainer"},
-                        "sample": {"type": "boolean", "description":
-                                   "Write sample grids during this stage (default: last stage only)."},
-                    },
-                },
-            },
-            "sampler": {"type": "array", "minItems": 2, "items": {"type": "string"},
-                        "description": "Chain of component names: a prior, optional mappers, a generator."},
-            "evaluation": {
-                "type": "object", "additionalProperties": False,
-                "properties": {
-                    "every": {"type": ["integer", "null"], "minimum": 1, "default": None,
-                              "description": "Steps between evaluations (also at the end of each stage)."},
-                    "n_samples": {"type": "integer", "minimum": 1, "default": 64,
-                                  "description": "Images in each sample grid."},
-                    "metrics": {"type": "array", "items": {"$ref": "#/$defs/role.metric"}, "default": []},
-                },
-            },
-            "precision": {"enum": ["fp32", "tf32", "bf16"], "default": "fp32",
-                          "description": "fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 (autocast of "
-                                         "training steps; penalties keep float32 norms)"},
-            "compile": {
-                "anyOf": [
-                    {"type": "boolean"},
-                    {"type": "object", "additionalProperties": False, "properties": {
-                        "backend": {"type": "string", "default": "inductor",
-                                    "description": "a torch.compile backend (inductor, aot_eager, ...)"},
-                        "mode": {"enum": ["default", "reduce-overhead", "max-autotune",
-                                          "max-autotune-no-cudagraphs"], "default": "default"},
-                    }},
-                ],
-                "default": False,
-                "description": "torch.compile the network components for training: true, or backend/mode options. "
-                               "Critics that a penalty differentiates twice stay eager.",
-            },
-            "cuda_graphs": {
-                "anyOf": [{"type": "boolean"}, {"const": "emulate"}],
-                "default": False,
-                "description": "true: capture one whole training step (optimiser included) in a CUDA graph and "
-                               "replay it every step, which removes the per-kernel launch cost of small models; "
-                               "no effect on the CPU. emulate: replay recorded operations on any device, slowly, "
-                               "to check that a trainer is replay-safe",
-            },
-            "channels_last": {
-                "type": "boolean", "default": False,
-                "description": "convolution weights and image batches in channels-last (NHWC) memory order, "
-                               "which tensor-core convolutions prefer on CUDA; measure before keeping it",
-            },
-            "data_placement": {
-                "enum": ["auto", "device", "host"], "default": "auto",
-                "description": "device: the uint8 images live on the device and batches are gathered there; host: "
-                               "they stay in pinned host memory and each batch is copied asynchronously (data "
-                               "sets larger than the device's memory); auto: device when they take at most a "
-                               "quarter of its free memory",
-            },
-            "log_every": {"type": "integer", "minimum": 1, "default": 50},
-            "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1000,
-                                 "description": "Steps between checkpoints (also at the end of each stage)."},
-            "keep_checkpoints": {"type": "integer", "minimum": 1, "default": 3,
-                                 "description": "Newest checkpoints kept (the best one is kept as well)."},
-            "best_checkpoint": {
-                "type": ["object", "null"], "default": None, "additionalProperties": False,
-                "required": ["metric"],
-                "properties": {"metric": {"type": "string", "description": "a value reported by an evaluation"},
-                               "mode": {"enum": ["min", "max"], "default": "min"}},
-                "description": "Keep the checkpoint with the best value of this evaluation metric.",
-            },
-            "nonfinite": {
-                "type": "object", "additionalProperties": False,
-                "properties": {
-                    "action": {"enum": ["stop", "rollback"], "default": "stop",
-                               "description": "stop with a message, or return to the last checkpoint"},
-                    "lr_factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5,
-                                  "description": "learning rates are multiplied by this at each rollback"},
-                    "retries": {"type": "integer", "minimum": 1, "default": 3},
-                },
-                "description": "What to do when a loss becomes NaN or infinite.",
-            },
-        },
+        "properties": in_spec_order(property_schemas(role_schema), structure),
         "$defs": defs,
     }
 

@@ -237,16 +237,16 @@ def _run_with_recovery(the_run: Run, checkpoint: dict | None) -> None:
             _run_stages(the_run, checkpoint, lr_scale)
             return
         except _NonFinite as exc:
-            if policy["action"] != "rollback":
+            if policy.action != "rollback":
                 raise GenframeError(f"{exc}; lower the learning rate, check the data scaling, or set "
                                     "nonfinite: {action: rollback}") from None
-            if rollbacks >= policy["retries"]:
+            if rollbacks >= policy.retries:
                 raise GenframeError(f"{exc}; still non-finite after {rollbacks} rollbacks") from None
             checkpoint = the_run.storage.load_checkpoint()
             if checkpoint is None:
                 raise GenframeError(f"{exc}; no checkpoint to roll back to yet") from None
             rollbacks += 1
-            lr_scale = policy["lr_factor"] ** rollbacks
+            lr_scale = policy.lr_factor ** rollbacks
             print(f"genframe: warning: {exc}; rolling back to stage {checkpoint['stage']} step "
                   f"{checkpoint['step']} with learning rates x{lr_scale:g}", file=sys.stderr)
 
@@ -466,12 +466,12 @@ def _guarded_step(runner: StepRunner, step: int, stage) -> dict[str, torch.Tenso
 def _best_mark(the_run: Run, results: dict[str, float]) -> dict | None:
     """``{"metric", "value"}`` when ``results`` improve on the best checkpoint so far, else None."""
     rule = the_run.system.best_checkpoint
-    if rule is None or rule["metric"] not in results:
+    if rule is None or rule.metric not in results:
         return None
-    value = results[rule["metric"]]
+    value = results[rule.metric]
     previous = the_run.storage.best_value()
-    better = previous is None or (value < previous if rule["mode"] == "min" else value > previous)
-    return {"metric": rule["metric"], "value": value} if better and math.isfinite(value) else None
+    better = previous is None or (value < previous if rule.mode == "min" else value > previous)
+    return {"metric": rule.metric, "value": value} if better and math.isfinite(value) else None
 
 
 def _check_finite(means: dict[str, float], stage: str, step: int) -> None:

@@ -81,7 +81,8 @@ search:
 
 def run_test_sweep(folder: Path, text: str, failing_trial: str):
     """Write and run a sweep whose ``failing_trial`` fails: (sweep, out folder, counter, registry, result)."""
-    from genframe.sweep.plan import load_sweep, run_sweep
+    from genframe.sweep.plan import load_sweep
+    from genframe.sweep.run import run_sweep
 
     counter = Counter(fail=(failing_trial,))
     registry = registry_with(counter)

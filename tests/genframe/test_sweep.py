@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from genframe import GenframeError, SpecError, hookimpl
-from genframe.sweep import plan as sweep_module
+from genframe.sweep import results as sweep_results, run as sweep_run
 from genframe.cli import main
 from genframe.components.registry import create_registry, set_registry
 from genframe.storage import RunStorage
-from genframe.sweep.plan import load_sweep, run_sweep, worker_command
+from genframe.sweep.plan import load_sweep
+from genframe.sweep.run import run_sweep, worker_command
 
 from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
 
@@ -64,7 +65,7 @@ def test_an_interrupted_trial_resumes_on_restart(tmp_path):
         run_sweep(sweep, out, registry=create_registry([counter, Interrupt()]))
     first = sweep.trials()[0]
     assert RunStorage.open(f"{out}/{first.path}") and not RunStorage(f"{out}/{first.path}").exists("result.json")
-    result, ran = sweep_module.run_trial(sweep, out, first, registry=registry_with(counter))
+    result, ran = sweep_run.run_trial(sweep, out, first, registry=registry_with(counter))
     assert ran and result["status"] == "ok"
     assert counter.started[-1] == f"{out}/{first.path}"  # the same folder, continued
 
@@ -225,14 +226,14 @@ def test_several_gpus_run_one_trial_each_and_finals_after_the_search(tmp_path, m
             search_done = all(RunStorage(f"{out_}/{t.path}").exists("result.json")
                               for t in sweep_.trials() if t.phase == "search")
             launched.append((trial.index, gpu, search_done))
-            setting, params, spec = sweep_module._planned(sweep_, out_, trial)  # what the worker would train
+            setting, params, spec = sweep_run._planned(sweep_, out_, trial)  # what the worker would train
             RunStorage(f"{out_}/{trial.path}").write_json("result.json", {
                 "status": "ok", "value": float(trial.index), "setting": setting, "seed": trial.seed,
-                "params": params, "spec_sha256": sweep_module.spec_digest(spec), "seconds": 0.0})
+                "params": params, "spec_sha256": sweep_results.spec_digest(spec), "seconds": 0.0})
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
-    monkeypatch.setattr(sweep_module, "_launch", fake_launch)
+    monkeypatch.setattr(sweep_run, "_launch", fake_launch)
     ended = run_sweep(sweep, out)
     assert sorted(i for i, _, _ in launched) == list(range(len(sweep.trials()))) and len(ended) == 6
     assert {gpu for _, gpu, _ in launched} <= {"5", "7"}
@@ -252,8 +253,8 @@ def test_a_gpu_worker_is_the_single_trial_command_pinned_to_its_gpu(tmp_path, mo
     path = write_sweep(tmp_path, SMALL)
     sweep = load_sweep(path, overrides=["budget=1"], registry=registry_with(Counter()))
     calls = []
-    monkeypatch.setattr(sweep_module.subprocess, "run", lambda cmd, env, check: calls.append((cmd, env)))
-    sweep_module._launch(sweep, "OUT", sweep.trials()[1], "3")
+    monkeypatch.setattr(sweep_run.subprocess, "run", lambda cmd, env, check: calls.append((cmd, env)))
+    sweep_run._launch(sweep, "OUT", sweep.trials()[1], "3")
     (command, env), = calls
     assert command[1:] == ["-m", "genframe", "sweep", path, "--out", "OUT", "--trial", "1", "--device", "cuda",
                            "--set", "budget=1"]

@@ -12,7 +12,8 @@ from PIL import Image
 
 from genframe.cli import main
 from genframe.storage import RunStorage
-from genframe.sweep.plan import load_sweep, run_sweep
+from genframe.sweep.plan import load_sweep
+from genframe.sweep.run import run_sweep
 
 from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
 

@@ -1,0 +1,249 @@
+"""Running a sweep's trials: in this process, one worker process per GPU, or one alone (``--trial K``).
+
+Each trial is one run folder plus a ``result.json`` written atomically when it ends; a trial with
+a result is skipped on restart, and one interrupted half-way resumes from its last checkpoint.
+So trials can run in any of these ways, or as independent jobs of any scheduler, all writing into
+the same sweep folder. A final re-run trains the search's best setting, so it waits for the search.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime
+from typing import Any, Callable
+
+import torch
+
+from genframe.build.system import build
+from genframe.errors import GenframeError
+from genframe.components.registry import Registry, get_registry
+from genframe.storage import RunStorage
+from genframe.sweep.plan import Model, Sweep, Trial
+from genframe.sweep.results import RESULT, best_setting, read_result, setting_scores, spec_digest
+
+
+class NotReady(GenframeError):
+    """A final re-run whose setting cannot be chosen (yet): the search is unfinished or nothing succeeded."""
+
+
+def _final_choice(sweep: Sweep, out: str, model: Model) -> tuple[int, dict[str, Any]]:
+    """The setting a final re-run trains: the search's best, once every search trial of the model ended."""
+    search = [t for t in sweep.trials() if t.phase == "search" and t.model == model.name]
+    results = [read_result(out, t.path) for t in search]
+    missing = sum(r is None for r in results)
+    if missing:
+        raise NotReady(f"the search of model {model.name!r} is not finished ({missing} of {len(search)} "
+                       "trials have no result); run those first")
+    best = best_setting(setting_scores(results), sweep.mode)
+    if best is None:
+        raise NotReady(f"no setting of model {model.name!r} succeeded with every seed; nothing to re-run")
+    return best, sweep.setting(model, best)
+
+
+def _search_missing(sweep: Sweep, out: str, model: str) -> bool:
+    return any(read_result(out, t.path) is None for t in sweep.trials() if t.phase == "search" and t.model == model)
+
+
+def _silent(line: str) -> None:
+    pass
+
+
+def _last_evaluation(records: list[dict]) -> dict[str, float]:
+    """Results of the run's last evaluation: the final model is what a trial is judged by."""
+    for record in reversed(records):
+        if record.get("event") == "evaluation":
+            return {k: v for k, v in record.items() if k not in ("stage", "step", "event")}
+    return {}
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """The engine turns Ctrl-C into a GenframeError; that stops the sweep instead of failing the trial."""
+    return isinstance(exc.__context__, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt)
+
+
+def _check_current(trial: Trial, recorded: dict, digest: str, out: str) -> None:
+    if recorded.get("spec_sha256") != digest:
+        raise GenframeError(f"{out}/{trial.path}: {trial.describe()} was run from a different spec (the sweep, "
+                            "a base spec or, for a final re-run, the best setting changed since); use another "
+                            "--out, or delete that folder to run it again")
+
+
+def _planned(sweep: Sweep, out: str, trial: Trial) -> tuple[int, dict[str, Any], dict]:
+    """(setting, its values, the spec) that ``trial`` trains now."""
+    model = sweep.model(trial.model)
+    if trial.phase == "search":
+        setting, params = trial.setting, sweep.setting(model, trial.setting)
+    else:
+        setting, params = _final_choice(sweep, out, model)
+    return setting, params, sweep.trial_spec(model, params, trial.seed)
+
+
+def run_trial(sweep: Sweep, out: str, trial: Trial, *, device: str | None = None,
+              registry: Registry | None = None) -> tuple[dict, bool]:
+    """Run one trial into its folder unless it has a result; returns (result, whether it ran now)."""
+    from genframe.training.engine import run
+
+    registry = registry or get_registry()
+    model = sweep.model(trial.model)
+    setting, params, spec = _planned(sweep, out, trial)
+    digest = spec_digest(spec)
+    recorded = read_result(out, trial.path)
+    if recorded is not None:
+        _check_current(trial, recorded, digest, out)
+        return recorded, False
+    url = f"{out.rstrip('/')}/{trial.path}"
+    storage = RunStorage(url)
+    result = {"index": trial.index, "phase": trial.phase, "model": trial.model, "setting": setting,
+              "seed": trial.seed, "params": params, "metric": sweep.metric, "spec_sha256": digest}
+    started = time.time()
+    if storage.exists("error.txt"):
+        storage.fs.rm(storage.path("error.txt"))  # from an earlier failure whose result was deleted to retry
+    try:
+        system = build(spec, f"{model.spec_url} (sweep {trial.describe()})", registry)
+        resume = url if storage.exists("spec.yaml") else None
+        run(system, out=None if resume else url, device=device, resume=resume, registry=registry)
+        results = _last_evaluation(storage.read_log())
+        protocol = results.pop("protocol", None)  # what the metrics depended on, as the engine logs it
+        value = results.get(sweep.metric)
+        if value is None:
+            error = (f"the run reported no {sweep.metric!r} (its last evaluation gave "
+                     f"{', '.join(results) or 'nothing'})")
+        elif not math.isfinite(value):
+            error = f"{sweep.metric} is {value}"
+        else:
+            error = None
+        result.update(status="failed" if error else "ok", value=value if error is None else None,
+                      results=results, error=error, protocol=protocol,
+                      metrics=spec.get("evaluation", {}).get("metrics", []))
+    except Exception as exc:  # any failure is the trial's outcome; the sweep goes on
+        if _interrupted(exc):
+            raise GenframeError("interrupted; run the same genframe sweep command again to continue: finished "
+                                f"trials are skipped and {trial.describe()} resumes from its last checkpoint"
+                                ) from None
+        message = str(exc) if isinstance(exc, GenframeError) else f"{type(exc).__name__}: {exc}"
+        result.update(status="failed", value=None, results={}, error=message.strip().splitlines()[0])
+        storage.write_text("error.txt", traceback.format_exc())
+    result.update(seconds=round(time.time() - started, 3), finished=datetime.now().isoformat(timespec="seconds"))
+    storage.write_json(RESULT, result)
+    return result, True
+
+
+def _outcome(result: dict, ran: bool, metric: str) -> str:
+    if not ran:
+        return f"finished earlier ({result['status']})"
+    if result["status"] == "ok":
+        return f"{metric}={result['value']:.6g} ({result['seconds']:.1f} s)"
+    return f"failed: {result['error']}"
+
+
+def default_out(sweep_url: str) -> str:
+    """Fixed (no timestamp), so that independent jobs started from the same file share one folder."""
+    return f"runs/sweeps/{posixpath.splitext(posixpath.basename(sweep_url))[0]}"
+
+
+def run_sweep(sweep: Sweep, out: str, *, trial: int | None = None, device: str | None = None,
+              registry: Registry | None = None, echo: Callable[[str], None] = _silent) -> list[dict]:
+    """Run the sweep's trials (or only ``trial``) into ``out``; returns the results of those that ended now.
+
+    Several visible GPUs and no explicit device or trial: one worker process per GPU (they load
+    plugins from entry points, so a ``registry`` given in code keeps the sweep in this process).
+    """
+    trials = sweep.trials()
+    if trial is not None and not 0 <= trial < len(trials):
+        raise GenframeError(f"--trial {trial}: the sweep has {len(trials)} trials, 0..{len(trials) - 1}")
+    out = out.rstrip("/")
+    RunStorage(out).write_json("sweep.json", sweep.describe())
+    if trial is None and registry is None and device in (None, "auto", "cuda"):
+        gpus = visible_gpus()
+        if gpus:
+            return _run_on_gpus(sweep, out, trials, gpus, echo)
+    ended: list[dict] = []
+    for t in ([trials[trial]] if trial is not None else trials):
+        head = f"[{t.index + 1}/{len(trials)}] {t.model} {t.phase} " + \
+            (f"setting {t.setting}" if t.phase == "search" else "best setting") + f" seed {t.seed}"
+        try:
+            result, ran = run_trial(sweep, out, t, device=device, registry=registry)
+        except NotReady as exc:
+            if trial is not None:
+                raise
+            echo(f"{head}: not run: {exc}")  # no setting succeeded: the other models still go on
+            continue
+        echo(f"{head}: {_outcome(result, ran, sweep.metric)}")
+        if ran:
+            ended.append(result)
+    return ended
+
+
+def visible_gpus() -> list[str]:
+    """CUDA device ids a worker can be pinned to with CUDA_VISIBLE_DEVICES (honouring an existing one)."""
+    count = torch.cuda.device_count()
+    if count < 2:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    return ids[:count]
+
+
+def worker_command(sweep: Sweep, out: str, trial: Trial) -> list[str]:
+    """The CLI call that runs one trial alone: what a GPU worker, or a scheduler's job, executes."""
+    command = [sys.executable, "-m", "genframe", "sweep", sweep.source, "--out", out, "--trial", str(trial.index),
+               "--device", "cuda"]
+    for item in sweep.overrides:
+        command += ["--set", item]
+    return command
+
+
+def _launch(sweep: Sweep, out: str, trial: Trial, gpu: str) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+    subprocess.run(worker_command(sweep, out, trial), env=env, check=False)
+
+
+def _run_on_gpus(sweep: Sweep, out: str, trials: list[Trial], gpus: list[str],
+                 echo: Callable[[str], None]) -> list[dict]:
+    """One trial per GPU at a time; the final re-runs start once the whole search has ended."""
+    launch = _launch  # looked up at call time, so a test can stand in for the worker processes
+    ended: list[dict] = []
+    for phase in ("search", "final"):
+        pending: queue.SimpleQueue[Trial] = queue.SimpleQueue()
+        for t in trials:
+            if t.phase != phase:
+                continue
+            recorded = read_result(out, t.path)
+            if recorded is None:
+                pending.put(t)
+            elif phase == "search" or not _search_missing(sweep, out, t.model):
+                try:
+                    digest = spec_digest(_planned(sweep, out, t)[2])
+                except NotReady:  # recorded once, but no setting qualifies any more: not current either
+                    digest = ""
+                _check_current(t, recorded, digest, out)
+
+        def work(gpu: str) -> None:
+            while True:
+                try:
+                    t = pending.get_nowait()
+                except queue.Empty:
+                    return
+                launch(sweep, out, t, gpu)
+                result = read_result(out, t.path)
+                if result is None:
+                    echo(f"[{t.index + 1}/{len(trials)}] {t.describe()} on GPU {gpu}: ended without a result")
+                else:
+                    ended.append(result)
+                    echo(f"[{t.index + 1}/{len(trials)}] {t.describe()} on GPU {gpu}: "
+                         f"{_outcome(result, True, sweep.metric)}")
+
+        workers = [threading.Thread(target=work, args=(gpu,), daemon=True) for gpu in gpus]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    return ended
