@@ -94,15 +94,25 @@ class StageContext:
         for optimisers in self.made_optimisers:
             optimisers.step_schedules()
 
-    def scale_learning_rates(self, factor: float) -> None:
-        """Multiply every learning rate of the stage's optimisers, schedules included (the engine does,
-        after a rollback from a non-finite loss): the one place learning rates are scaled."""
+    def set_learning_rate_scale(self, scale: float) -> None:
+        """Run the stage's optimisers with their learning rates ``scale`` times the spec's, schedules
+        included (the engine does after a rollback from a non-finite loss)."""
         if not self.made_optimisers:
             raise GenframeError(f"stage {self.stage!r}: its trainer made no optimisers through "
                                 "ctx.optimisers(), so its learning rates cannot be lowered; "
                                 "use nonfinite: {action: stop}")
         for optimisers in self.made_optimisers:
-            optimisers.scale(factor)
+            if scale != optimisers.learning_rate_scale:
+                optimisers.scale(scale / optimisers.learning_rate_scale)
+
+    def observe(self, logged: dict[str, float]) -> None:
+        """The mean losses of a logging interval, for the schedules that follow them (the engine calls it)."""
+        seen: set[int] = set()
+        for optimisers in self.made_optimisers:
+            for schedule in optimisers.schedules:
+                if id(schedule) not in seen:
+                    seen.add(id(schedule))
+                    schedule.observe(logged)
 
     def component(self, name: str, role: type[C]) -> C:
         """A named component (already checked by the build to exist with the right role)."""

@@ -25,7 +25,7 @@ from genframe.build.system import System, build, walk
 from genframe.components.hooks import RunInfo
 from genframe.components.params import ref_roles
 from genframe.components.registry import Registry, get_registry
-from genframe.components.roles import ModuleComponent, Schedule, nested_components
+from genframe.components.roles import ModuleComponent
 from genframe.errors import GenframeError
 from genframe.evaluation.metrics import compute_metrics
 from genframe.ops import distributed
@@ -103,7 +103,6 @@ class Run:
         self.resumed = resumed
         self.started = time.time()
         self.build_ctx: BuildContext | None = None
-        self.lr_scale = 1.0  # learning-rate multiplier of the running stage (lowered by rollbacks)
         self.resume_point: tuple[int, int] | None = None  # (stage, step) of the checkpoint resumed from
         self.world = distributed.current()  # this process's rank among those training the run
         self.graph_mode = graphs.resolve_mode(system.cuda_graphs, device)  # off, cuda, emulate
@@ -288,23 +287,16 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
         resuming_here = checkpoint is not None and stage.index == start_stage
         if resuming_here and start_step == 0:
             set_rng_state(checkpoint["rng"])  # stage boundary: state as the previous stage left it
-        stage.trainer.bind(ctx)
-        for schedule in _schedules(stage.trainer):
-            schedule.reset()
-        step, the_run.lr_scale = 0, 1.0
+        stage.trainer.bind(ctx)  # its optimisers start with fresh schedules
+        step = 0
         if resuming_here and start_step > 0:
             step = start_step
-            stage.trainer.load_state_dict(checkpoint["trainer"])
-            for schedule, state in zip(_schedules(stage.trainer), checkpoint.get("schedules", [])):
-                schedule.load_state_dict(state)
+            stage.trainer.load_state_dict(checkpoint["trainer"])  # optimisers, schedules and their scale
             generator.set_state(checkpoint["generator"])
             set_rng_state(checkpoint["rng"])
-            the_run.lr_scale = checkpoint.get("lr_scale", 1.0)
-        if resuming_here and lr_scale is not None and lr_scale != the_run.lr_scale:
-            ctx.scale_learning_rates(lr_scale / the_run.lr_scale)
-            the_run.lr_scale = lr_scale
+        if resuming_here and lr_scale is not None:
+            ctx.set_learning_rate_scale(lr_scale)
         best = _run_stage(the_run, stage, ctx, step)
-        the_run.lr_scale = 1.0
         _save_checkpoint(the_run, stage.index + 1, 0, best=best)
 
 
@@ -381,7 +373,7 @@ def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
     if not the_run.world.is_main:
         return
     payload = {
-        "stage": stage_index, "step": step, "spec_name": the_run.system.name, "lr_scale": the_run.lr_scale,
+        "stage": stage_index, "step": step, "spec_name": the_run.system.name,
         "components": {n: c.state_dict() for n, c in the_run.system.components.items()
                        if isinstance(c, ModuleComponent)},
         "rng": rng_state(),
@@ -389,7 +381,6 @@ def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
     if trainer is not None and generator is not None:
         payload["trainer"] = trainer.state_dict()
         payload["generator"] = generator.get_state()
-        payload["schedules"] = [schedule.state_dict() for schedule in _schedules(trainer)]
     the_run.storage.save_checkpoint(payload, keep=the_run.system.keep_checkpoints, best=best)
 
 
@@ -397,7 +388,6 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     """Train one stage from ``start``; returns the best-metric mark for its final checkpoint, if any."""
     system, hook = the_run.system, the_run.hook
     trainer = stage.trainer
-    schedules = _schedules(trainer)
     total = trainer.total_steps()
     hook.genframe_stage_started(run=the_run.info, stage=stage.name, index=stage.index, total_steps=total,
                                 start_step=start)
@@ -421,8 +411,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
         if done % system.log_every == 0 or done == total or checkpoint_due:
             means = _interval_means(sums, count)  # the only host sync of the interval
             _check_finite(means, stage.name, done)
-            for schedule in schedules:
-                schedule.observe(means)  # e.g. lower the learning rate when a value stalls
+            ctx.observe(means)  # e.g. a plateau schedule lowers the learning rate when a value stalls
             if the_run.world.is_main:
                 the_run.storage.log({"stage": stage.name, "step": done,
                                      "time": round(time.time() - the_run.started, 3), **means})
@@ -436,11 +425,6 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     best = _best_mark(the_run, evaluate(the_run, stage, total)) if the_run.world.is_main else None
     hook.genframe_stage_finished(run=the_run.info, stage=stage.name, index=stage.index)
     return best
-
-
-def _schedules(trainer) -> list[Schedule]:
-    """The learning-rate schedules inside a trainer's parameters, in a fixed order (for checkpoints)."""
-    return [c for c in nested_components(trainer) if isinstance(c, Schedule)]
 
 
 def _interval_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:

@@ -1,6 +1,9 @@
 """Plumbing every trainer needs: optimisers with learning-rate schedules, saved and restored as one.
 
-Kept in the core so that third-party trainers get schedules and exact resume for free.
+``Optimisers`` is the one owner of optimiser and schedule state: the torch optimisers, the
+multipliers their schedules apply (and the schedules' own state, a plateau's patience), and the
+factor a rollback has scaled the learning rates by. Kept in the core so that third-party trainers
+get schedules, rollback and exact resume for free.
 """
 
 from __future__ import annotations
@@ -41,16 +44,39 @@ class Optimisers:
 
     def __init__(self) -> None:
         self._pairs: dict[str, tuple[torch.optim.Optimizer, LambdaLR]] = {}
+        self._schedules: dict[int, Schedule] = {}  # by identity: two optimisers may share one spec
+        self._scale = 1.0
 
     def add(self, key: str, spec: Optimizer, params: Any, batches: EpochBatches,
             total_steps: int) -> torch.optim.Optimizer:
-        """Build ``spec`` for ``params``; its schedule sees epochs of ``batches`` (``batches.per_step``
-        of them per training step) and the stage's progress."""
+        """Build ``spec`` for ``params``; its schedule starts afresh and sees epochs of ``batches``
+        (``batches.per_step`` of them per training step) and the stage's progress."""
         def when(step: int) -> tuple[float, float]:
             return batches.epoch_of(step * batches.per_step), step / max(1, total_steps)
 
+        schedule = spec.schedule
+        if isinstance(schedule, Schedule) and id(schedule) not in self._schedules:
+            schedule.reset()
+            self._schedules[id(schedule)] = schedule
         self._pairs[key] = build_optimizer(spec, params, when)
+        if self._scale != 1.0:
+            self._scale_pair(*self._pairs[key], self._scale)
         return self._pairs[key][0]
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        """The schedules of these optimisers, each once, in the order they were added."""
+        return list(self._schedules.values())
+
+    @property
+    def learning_rate_scale(self) -> float:
+        """What :meth:`scale` has multiplied the learning rates by so far (1.0 until a rollback)."""
+        return self._scale
+
+    def observe(self, logged: dict[str, float]) -> None:
+        """Show the schedules the mean losses of a logging interval (a plateau schedule follows one)."""
+        for schedule in self._schedules.values():
+            schedule.observe(logged)
 
     def __getitem__(self, key: str) -> torch.optim.Optimizer:
         return self._pairs[key][0]
@@ -111,18 +137,34 @@ class Optimisers:
     def scale(self, factor: float) -> None:
         """Multiply every learning rate now and in every later step of the schedules."""
         for opt, scheduler in self._pairs.values():
-            scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
-            for group in opt.param_groups:
-                group["lr"] *= factor
+            self._scale_pair(opt, scheduler, factor)
+        self._scale *= factor
+
+    @staticmethod
+    def _scale_pair(opt: torch.optim.Optimizer, scheduler: LambdaLR, factor: float) -> None:
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+        for group in opt.param_groups:
+            group["lr"] *= factor
 
     def state_dict(self) -> dict:
-        return {k: {"optimizer": _portable(o), "scheduler": s.state_dict()} for k, (o, s) in self._pairs.items()}
+        return {"optimisers": {k: {"optimizer": _portable(o), "scheduler": s.state_dict()}
+                               for k, (o, s) in self._pairs.items()},
+                "schedules": [schedule.state_dict() for schedule in self._schedules.values()],
+                "scale": self._scale}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned (before any :meth:`make_capturable`)."""
+        """Restore what :meth:`state_dict` returned (before any :meth:`make_capturable`).
+
+        The saved learning rates already carry the saved scale; a checkpoint of genframe 0.1, which
+        held only the optimisers, restores them and leaves schedules and scale as they are."""
+        saved = state["optimisers"] if "scale" in state else state
         for key, (opt, sched) in self._pairs.items():
-            opt.load_state_dict(state[key]["optimizer"])
-            sched.load_state_dict(state[key]["scheduler"])
+            opt.load_state_dict(saved[key]["optimizer"])
+            sched.load_state_dict(saved[key]["scheduler"])
+        if "scale" in state:
+            for schedule, schedule_state in zip(self._schedules.values(), state["schedules"]):
+                schedule.load_state_dict(schedule_state)
+            self._scale = state["scale"]
 
 
 def _portable(opt: torch.optim.Optimizer) -> dict:

@@ -95,7 +95,7 @@ def test_checkpoints_of_replayed_runs_hold_what_eager_optimisers_hold(write_spec
     mid = next(e for e in storage.checkpoints() if e["step"] == 6)
     state = torch.load(f"{run}/{mid['file']}", weights_only=True)
     updates = {"generator": 6, "critic": 6 * WGAN_GP["stages"][0]["trainer"]["n_critic"]}
-    for key, saved in state["trainer"]["optimisers"].items():
+    for key, saved in state["trainer"]["optimisers"]["optimisers"].items():
         for group in saved["optimizer"]["param_groups"]:
             assert isinstance(group["lr"], float) and group["capturable"] is False
             assert "eager_capturable" not in group

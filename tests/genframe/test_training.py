@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genframe.training.context import EpochBatches
+from genframe.training.batches import EpochBatches
 from genframe.training.optimisers import Optimisers
-from genframe_plugins.trainers.optimisers import Adam, Constant, RMSProp, Step
+from genframe_plugins.trainers.optimisers import Adam, Constant, Plateau, RMSProp, Step
 
 
 def _params():
@@ -83,7 +83,8 @@ def test_capturable_optimisers_follow_plain_ones_and_save_the_same_state(spec, m
     # bias corrections in float32 tensors instead of Python floats: rounding-level differences
     torch.testing.assert_close(captured_param, plain_param, rtol=1e-4, atol=1e-5)
     assert float(captured["a"].param_groups[0]["lr"]) == pytest.approx(plain["a"].param_groups[0]["lr"])
-    saved, expected = captured.state_dict()["a"]["optimizer"], plain.state_dict()["a"]["optimizer"]
+    saved = captured.state_dict()["optimisers"]["a"]["optimizer"]
+    expected = plain.state_dict()["optimisers"]["a"]["optimizer"]
     # plain rates (float32-rounded: a graph reads them from a float32 tensor), the spec's capturable
     for group, plain_group in zip(saved["param_groups"], expected["param_groups"]):
         assert group["lr"] == pytest.approx(plain_group.pop("lr"), rel=1e-7)
@@ -106,3 +107,32 @@ def test_an_optimiser_that_cannot_be_captured_is_named():
              EpochBatches(4, 2, seed=0, device=torch.device("cpu")), total_steps=2)
     with pytest.raises(GenframeError, match="critic optimiser .SGD. cannot run inside a CUDA graph"):
         opts.make_capturable(torch.device("cpu"))
+
+
+def test_optimisers_own_their_schedules_and_the_rollback_scale():
+    batches = EpochBatches(40, 10, seed=0, device=torch.device("cpu"))
+    shared = Adam(lr=0.1, schedule=Plateau(monitor="loss", patience=1, threshold=10.0, gamma=0.5))
+
+    def made() -> Optimisers:
+        opts = Optimisers()
+        opts.add("generator", shared, [torch.nn.Parameter(torch.zeros(2))], batches, total_steps=8)
+        opts.add("critic", shared, [torch.nn.Parameter(torch.zeros(2))], batches, total_steps=8)
+        return opts
+
+    opts = made()
+    assert opts.schedules == [shared.schedule]  # one spec, one schedule: observed and saved once
+    opts.observe({"loss": 1.0})
+    opts.observe({"loss": 1.0})  # no improvement beyond the threshold: the multiplier halves
+    opts.scale(0.25)
+    opts.step()  # no gradients: nothing moves, but schedules follow optimiser steps
+    opts.step_schedules()
+    assert opts.learning_rate_scale == 0.25
+    assert opts["critic"].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 * 0.25)
+    saved = opts.state_dict()
+    assert saved["scale"] == 0.25 and len(saved["schedules"]) == 1
+
+    restored = made()  # a fresh schedule state, then the saved one
+    assert shared.schedule.factor(0, 0) == 1.0
+    restored.load_state_dict(saved)
+    assert restored.learning_rate_scale == 0.25 and shared.schedule.factor(0, 0) == 0.5
+    assert restored["generator"].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 * 0.25)
