@@ -47,6 +47,6 @@ def sample(run_url: str, n: int, *, seed: int = 0, label: int | str | None = Non
     """
     system, dev = load_trained(run_url, device=device, registry=registry, checkpoint=checkpoint)
     if label is not None:
-        names = RunStorage.open(run_url).read_json("run.json")["data_shape"].get("class_names")
+        names = RunStorage.open(run_url).data_shape().get("class_names")
         label = class_index(label, names)
     return sample_images(system, dev, n, seed, label), system.name

@@ -18,11 +18,20 @@ from genframe.ops.distributed import launched
 from genframe.errors import GenframeError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line too, like every other error, naming the command and the flag."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"genframe: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genframe", description="Compose, train and compare generative image models.")
+    p = _Parser(prog="genframe", description="Compose, train and compare generative image models.")
     sub = p.add_subparsers(dest="command", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
+        if not info.name.startswith("_"):  # helpers shared by the commands
+            importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
     return p
 
 

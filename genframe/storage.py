@@ -25,13 +25,31 @@ import uuid
 from typing import Any
 
 import fsspec
+import jsonschema
 import torch
 import yaml
 
 from genframe.errors import GenframeError
+from genframe.ops.safe_yaml import load_yaml
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_INDEX = "checkpoints/index.json"
+
+_COUNT = {"type": "integer", "minimum": 0}
+_ENTRY = {"type": "object", "required": ["file", "stage", "step", "size", "sha256"],
+          "properties": {"file": {"type": "string", "pattern": r"^checkpoints/[^/]+\.pt$"}, "stage": _COUNT,
+                         "step": _COUNT, "size": _COUNT, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
+#: The shapes of the run folder's metadata: every reader checks what it reads against them.
+INDEX_SCHEMA = {"type": "object", "required": ["checkpoints"],
+                "properties": {"checkpoints": {"type": "array", "items": _ENTRY},
+                               "best": {"anyOf": [{"type": "null"}, {**_ENTRY, "required": [*_ENTRY["required"],
+                                                                                          "value"]}]}}}
+RUN_SCHEMA = {"type": "object", "required": ["data_shape"], "properties": {"data_shape": {
+    "type": "object", "required": ["num_examples", "channels", "image_size"],
+    "properties": {"num_examples": {"type": "integer", "minimum": 1}, "channels": {"type": "integer", "minimum": 1},
+                   "image_size": {"type": "integer", "minimum": 1},
+                   "num_classes": {"type": ["integer", "null"], "minimum": 1},
+                   "class_names": {"type": ["array", "null"], "items": {"type": "string"}}}}}}
 
 
 class RunStorage:
@@ -55,6 +73,9 @@ class RunStorage:
         storage = cls(url)
         if storage.exists("spec.yaml"):
             raise GenframeError(f"{url}: already holds a run; resume it with --resume {url} or choose another --out")
+        if storage._holds_files():
+            raise GenframeError(f"{url}: the folder holds files and is not a genframe run; a run writes only into "
+                                "a new or empty folder: choose another --out")
         try:
             storage.fs.makedirs(storage.root, exist_ok=True)
             storage.write_bytes(".write-test", b"")
@@ -65,10 +86,25 @@ class RunStorage:
 
     @classmethod
     def open(cls, url: str) -> "RunStorage":
+        """An existing run folder: its spec and its run.json (written together when a run starts)."""
         storage = cls(url)
         if not storage.exists("spec.yaml"):
             raise GenframeError(f"{url}: not a run folder (no spec.yaml found)")
+        if not storage.exists("run.json"):
+            raise GenframeError(f"{url}: not a complete run folder (no run.json: the run stopped before it began "
+                                "training); start it again with another --out")
+        storage.data_shape()  # the run's metadata has the shape every reader relies on
         return storage
+
+    def _holds_files(self) -> bool:
+        try:
+            if not self.fs.exists(self.root):
+                return False
+            if not self.fs.isdir(self.root):
+                return True
+            return bool(self.fs.ls(self.root, detail=False))
+        except OSError:
+            return False
 
     # -- files ----------------------------------------------------------------------
 
@@ -118,31 +154,73 @@ class RunStorage:
         self.write_text("spec.yaml", yaml.safe_dump(spec, sort_keys=False))
 
     def read_spec(self) -> dict:
-        return yaml.safe_load(self.read_bytes("spec.yaml").decode("utf-8"))
+        source = f"{self.url}/spec.yaml"
+        spec = load_yaml(self._read_text("spec.yaml"), source)
+        if not isinstance(spec, dict):
+            raise GenframeError(f"{source}: a spec is a mapping of fields, found {type(spec).__name__}")
+        return spec
+
+    def _read_text(self, rel: str) -> str:
+        try:
+            return self.read_bytes(rel).decode("utf-8")
+        except FileNotFoundError:
+            raise GenframeError(f"{self.url}/{rel}: missing from the run folder") from None
+        except UnicodeDecodeError:
+            raise GenframeError(f"{self.url}/{rel}: damaged run metadata: not UTF-8 text") from None
+        except OSError as exc:
+            raise GenframeError(f"{self.url}/{rel}: cannot read: {exc.strerror or exc}") from None
 
     def write_json(self, rel: str, data: dict) -> None:
         self.write_text(rel, json.dumps(data, indent=2) + "\n")
 
-    def read_json(self, rel: str) -> dict:
-        return json.loads(self.read_bytes(rel).decode("utf-8"))
+    def read_json(self, rel: str, schema: dict | None = None) -> dict:
+        """A JSON file of the run folder, checked against ``schema`` (the shape its readers rely on)."""
+        try:
+            data = json.loads(self._read_text(rel))
+        except ValueError as exc:
+            raise GenframeError(f"{self.url}/{rel}: damaged run metadata: not JSON ({exc})") from None
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema or {"type": "object"})
+                                                 .iter_errors(data))
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+            raise GenframeError(f"{self.url}/{rel}: damaged run metadata: {where}: {error.message}")
+        return data
+
+    def data_shape(self) -> dict:
+        """What run.json records of the data (so that a run can be sampled without its data)."""
+        return self.read_json("run.json", RUN_SCHEMA)["data_shape"]
 
     def log(self, record: dict) -> None:
         self.append_line("metrics.jsonl", json.dumps(record))
 
     def read_log(self) -> list[dict]:
+        """The records of metrics.jsonl; a line that is not a JSON object (a write cut short by a crash,
+        a damaged file) is skipped with a warning, since the log is a record, not state."""
         if not self.exists("metrics.jsonl"):
             return []
-        return [json.loads(line) for line in self.read_bytes("metrics.jsonl").decode().splitlines() if line]
+        records, skipped = [], []
+        for number, line in enumerate(self.read_bytes("metrics.jsonl").decode("utf-8", "replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("stage", ""), str):
+                records.append(record)
+            else:
+                skipped.append(number)
+        if skipped:
+            print(f"genframe: warning: {self.url}/metrics.jsonl: skipped damaged line(s) "
+                  f"{', '.join(map(str, skipped[:5]))}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+        return records
 
     # -- checkpoints ----------------------------------------------------------------
 
     def _read_index(self) -> dict:
         if not self.exists(CHECKPOINT_INDEX):
             return {"format": CHECKPOINT_FORMAT, "checkpoints": [], "best": None}
-        try:
-            return self.read_json(CHECKPOINT_INDEX)
-        except (ValueError, OSError) as exc:
-            raise GenframeError(f"{self.url}/{CHECKPOINT_INDEX}: unreadable checkpoint index ({exc})") from None
+        return self.read_json(CHECKPOINT_INDEX, INDEX_SCHEMA)
 
     def best_value(self) -> float | None:
         """The metric value of the best checkpoint so far, if one is marked."""
@@ -217,6 +295,9 @@ class RunStorage:
             payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:
             return None, f"unreadable ({type(exc).__name__})"
+        if not isinstance(payload, dict) or not isinstance(payload.get("components", {}), dict) \
+                or not isinstance(payload.get("stage"), int) or not isinstance(payload.get("step"), int):
+            return None, "not a genframe checkpoint (its contents have another shape)"
         if payload.get("format") != CHECKPOINT_FORMAT:
             return None, f"format {payload.get('format')!r}, this genframe reads format {CHECKPOINT_FORMAT}"
         return payload, ""

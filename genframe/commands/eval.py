@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from genframe.commands._args import count
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -29,7 +30,7 @@ def register(sub) -> None:
     cmd.add_argument("--metrics", metavar="LIST",
                      help="comma-separated fid, is, kid, pr (or full type names); default: the spec's "
                           "evaluation.metrics, else fid. Settings come from the spec when it lists the metric")
-    cmd.add_argument("--n", type=int, help="generated images for every metric (default: each metric's n)")
+    cmd.add_argument("--n", type=count(2), help="generated images for every metric (default: each metric's n)")
     cmd.add_argument("--reference", metavar="SPLIT|STATS",
                      help="compare with this split of the run's data set (e.g. test), or with a statistics "
                           "file (.pt/.npz, FID only); default: the run's own data")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .reconstruct import add_run_arguments, search_of, trained_of
+from genframe.commands._args import count
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> int:
@@ -29,6 +30,6 @@ def register(sub) -> None:
                      help="images: --images; codes: training images' learned codes (GLO, GLANN); prior: prior "
                           "samples; auto (default): images if given, else codes if the run has a code table, "
                           "else prior")
-    cmd.add_argument("--pairs", type=int, default=8, help="strips (default 8)")
-    cmd.add_argument("--steps", type=int, default=8, help="images per strip between the two ends (default 8)")
+    cmd.add_argument("--pairs", type=count(), default=8, help="strips (default 8)")
+    cmd.add_argument("--steps", type=count(), default=8, help="images per strip between the two ends (default 8)")
     cmd.set_defaults(func=_cmd_interpolate)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from genframe.commands._args import count, number
 
 
 def add_run_arguments(cmd: argparse.ArgumentParser) -> None:
     """Arguments every command that searches a run's latent space shares."""
     cmd.add_argument("run", help="run folder")
-    cmd.add_argument("--iterations", type=int, default=300, help="Adam steps on the codes (default 300)")
-    cmd.add_argument("--lr", type=float, default=0.05, help="learning rate of the code search (default 0.05)")
-    cmd.add_argument("--candidates", type=int, default=256,
+    cmd.add_argument("--iterations", type=count(), default=300, help="Adam steps on the codes (default 300)")
+    cmd.add_argument("--lr", type=number(positive=True), default=0.05, help="learning rate of the code search (default 0.05)")
+    cmd.add_argument("--candidates", type=count(), default=256,
                      help="sampled codes the search starts from the best of (default 256)")
-    cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--seed", type=count(0), default=0)
     cmd.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the run's)")
     cmd.add_argument("--checkpoint", choices=("last", "best"), default="last")
 

@@ -6,6 +6,7 @@ import argparse
 
 from genframe.errors import GenframeError
 from .reconstruct import add_run_arguments, search_of, trained_of
+from genframe.commands._args import number
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -31,9 +32,9 @@ def register(sub) -> None:
     cmd.add_argument("--images", required=True, help="observed images: .npz (key 'images') or .npy, uint8")
     cmd.add_argument("--mask", help=".npz (key 'mask') or .npy of 0/1, 1 = observed pixel: (H, W), (N, H, W) "
                                     "or (N, C, H, W)")
-    cmd.add_argument("--noise", type=float, metavar="SIGMA",
+    cmd.add_argument("--noise", type=number(positive=True), metavar="SIGMA",
                      help="std of the Gaussian noise on the observed pixels, on a 0-1 intensity scale")
-    cmd.add_argument("--latent-weight", type=float, default=1.0,
+    cmd.add_argument("--latent-weight", type=number(), default=1.0,
                      help="weight of the standard normal prior on the code, |z|^2 / 2 (0: none; default 1)")
     cmd.add_argument("--out", required=True, help="output .npz: images (restored) and codes")
     cmd.add_argument("--png", help="also write observed and restored images side by side to this PNG")

@@ -6,6 +6,7 @@ import argparse
 import io
 
 from genframe.errors import GenframeError
+from genframe.commands._args import count
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -30,8 +31,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     sample = sub.add_parser("sample", help="draw images from a trained run")
     sample.add_argument("run", help="run folder")
-    sample.add_argument("--n", type=int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--n", type=count(), default=64)
+    sample.add_argument("--seed", type=count(0), default=0)
     sample.add_argument("--label", help="class of the images (class-conditional generators): a number or a "
                                           "class name the run recorded, e.g. 7 or Sneaker")
     sample.add_argument("--out", required=True, help="output .npz (key 'images': uint8 N x C x H x W)")

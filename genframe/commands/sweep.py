@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from genframe.commands._args import count
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def register(sub) -> None:
     sweep = sub.add_parser("sweep", help="run a seeded hyper-parameter sweep (or one of its trials)")
     sweep.add_argument("sweep", help="sweep file (YAML) or fsspec URL")
     sweep.add_argument("--out", help="sweep folder, any fsspec URL (default runs/sweeps/<sweep file name>)")
-    sweep.add_argument("--trial", type=int, metavar="K",
+    sweep.add_argument("--trial", type=count(0), metavar="K",
                        help="run only trial K (e.g. $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX)")
     sweep.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the specs)")
     sweep.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",

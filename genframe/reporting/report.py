@@ -16,7 +16,7 @@ import yaml
 
 from genframe.errors import GenframeError
 from genframe.reporting.curves import loss_curves_png
-from genframe.storage import RunStorage
+from genframe.storage import RUN_SCHEMA, RunStorage
 
 IMAGES_PER_KIND = 8  # the newest images of each kind in the history (the page stays small)
 
@@ -87,7 +87,7 @@ def build_report(run_url: str) -> str:
     """The HTML page of a run folder."""
     storage = RunStorage.open(run_url)
     spec = storage.read_spec()
-    info = storage.read_json("run.json") if storage.exists("run.json") else {}
+    info = storage.read_json("run.json", RUN_SCHEMA)
     records = storage.read_log()
     evaluations = [r for r in records if r.get("event") == "evaluation"]
     curves = loss_curves_png(records)

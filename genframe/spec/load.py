@@ -8,19 +8,20 @@ The JSON Schema is generated from the registered components' attrs fields and fr
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Iterable
 
 import attrs
 import fsspec
 import jsonschema
-import yaml
 
 from genframe.errors import GenframeError, SpecError
 from genframe.components.params import field_schema, is_required
 from genframe.components.registry import Registry, get_registry
 from genframe.components.roles import NAMED_ROLES, ROLES, Component
 from genframe.spec.settings import Settings, in_spec_order, property_schemas
+from genframe.ops.safe_yaml import load_yaml
 
 SCHEMA_ID = "https://genframe.dev/schemas/spec.schema.json"
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/spec.schema.json"
@@ -127,13 +128,7 @@ def read_text(url: str) -> str:
 
 
 def parse_yaml(text: str, source: str) -> dict:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}invalid YAML: {problem}", source=source) from None
+    data = load_yaml(text, source)
     if not isinstance(data, dict):
         raise SpecError(f"a spec is a mapping of fields, found {type(data).__name__}", source=source)
     return data
@@ -147,8 +142,8 @@ def apply_overrides(data: dict, overrides: Iterable[str], source: str) -> dict:
                             source=source)
         path, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw, f"--set {path.strip()}") if raw.strip() else ""
+        except SpecError:
             value = raw
         _assign(data, [p for p in path.strip().split(".") if p], value, path.strip(), source)
     return data
@@ -253,12 +248,30 @@ def validate(data: dict, source: str, registry: Registry | None = None) -> None:
 
 def check_schema(data: Any, validator: jsonschema.Draft202012Validator, source: str) -> None:
     """``validate`` with a prepared validator: reused across many specs, or for other documents (sweeps)."""
+    where = _non_finite(data)
+    if where is not None:
+        path, value = where
+        raise SpecError(f"found {value}; only finite numbers are accepted here (YAML reads .inf and .nan as "
+                        "numbers)", source=source, path=format_path(path))
     errors = list(validator.iter_errors(data))
     if not errors:
         return
     error = _most_specific(errors)
     path, message = _describe_error(error, validator.schema)
     raise SpecError(message, source=source, path=path)
+
+
+def _non_finite(data: Any, path: tuple = ()) -> tuple[tuple, float] | None:
+    """(path, value) of the first infinite or NaN number in spec data: no setting of a generative
+    model is meaningful at infinity (a learning rate, a penalty weight), and NaN compares with nothing."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return path, data
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = _non_finite(value, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def _most_specific(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:

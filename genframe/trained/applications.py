@@ -73,7 +73,7 @@ def load(run_url: str, *, device: str | None = None, checkpoint: str = "last",
          registry: Registry | None = None) -> Trained:
     """Rebuild the run at ``run_url`` with its ``last`` (or ``best``) weights."""
     system, dev = load_trained(run_url, device=device, registry=registry, checkpoint=checkpoint)
-    trained = Trained(system, dev, RunStorage.open(run_url).read_json("run.json")["data_shape"])
+    trained = Trained(system, dev, RunStorage.open(run_url).data_shape())
     if trained.generator.num_classes:
         raise GenframeError(f"{run_url}: the generator {system.sampler[-1]!r} is class-conditional; reconstruct, "
                             "restore and interpolate need an unconditional one")

@@ -26,6 +26,6 @@ def load_trained(run_url: str, *, device: str | None = None, registry: Registry 
     state = storage.load_checkpoint(checkpoint)
     if state is None:
         raise GenframeError(f"{run_url}: no checkpoint yet; nothing to sample from")
-    prepare(system, dev, load_data=False, data_shape=storage.read_json("run.json")["data_shape"])
+    prepare(system, dev, load_data=False, data_shape=storage.data_shape())
     restore_components(system, state)
     return system, dev

@@ -6,6 +6,8 @@ Every data set reads through fsspec, so a root may be a local folder, ``memory:/
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from typing import Any, Callable
 
 import fsspec
@@ -66,3 +68,29 @@ def download_with_torchvision(fs: Any, url: str, who: str, fetch: Callable[[], o
         fetch()
     except Exception as exc:  # network failures, missing optional packages, checksum errors...
         raise GenframeError(f"{who}: download into {url!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def decompressed(raw: bytes, source: str) -> bytes:
+    """``raw`` itself, or its gzip content when it starts with gzip's magic number.
+
+    The one place compressed data files are opened: a damaged or truncated file (zlib errors,
+    EOFError) becomes an error that names the file, instead of a traceback from deep in zlib.
+    """
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise GenframeError(f"{source}: damaged gzip file ({type(exc).__name__}: {exc}); delete it to download "
+                            "it again, or replace it") from None
+
+
+def read_data_file(fs: Any, path: str, who: str) -> bytes:
+    """The bytes of one data file (decompressed when gzipped), or an error that names the file."""
+    try:
+        with fs.open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise GenframeError(f"{who}: cannot read {path}: {exc.strerror or exc}") from None
+    return decompressed(raw, path)
+

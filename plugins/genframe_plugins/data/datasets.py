@@ -8,7 +8,6 @@ over; the engine keeps it on the device so that batching never touches the host.
 from __future__ import annotations
 
 import codecs
-import gzip
 import io
 import pickle
 from typing import Literal
@@ -18,7 +17,8 @@ import torch
 
 from genframe import Dataset, GenframeError, component, hookimpl, param, resize_uint8
 
-from genframe_plugins.data._io import download_with_torchvision, join, open_location, take_subset
+from genframe_plugins.data._io import (decompressed, download_with_torchvision, join, open_location, read_data_file,
+                                       take_subset)
 
 IMAGES_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions (count, rows, columns)
 LABELS_MAGIC = 2049  # IDX: unsigned bytes, 1 dimension (count)
@@ -39,8 +39,7 @@ def parse_idx(raw: bytes, magic: int, source: str) -> np.ndarray:
 
     Parsed here rather than through torchvision so that a folder holding a single split works.
     """
-    if raw[:2] == b"\x1f\x8b":  # gzip's magic: IDX files always start with two zero bytes instead
-        raw = gzip.decompress(raw)
+    raw = decompressed(raw, source)  # IDX files always start with two zero bytes, gzip with its magic
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
         raise GenframeError(f"{source}: not an IDX file of the expected kind "
@@ -107,10 +106,8 @@ class MNIST(Dataset):
         fetched_split = "test" if self.split == "test" else "train"
         _, files = find_or_download(self, fs, root, lambda: self._torchvision(root, fetched_split))
         image_path, label_path = files
-        with fs.open(image_path, "rb") as f:
-            images = parse_idx(f.read(), IMAGES_MAGIC, image_path)
-        with fs.open(label_path, "rb") as f:
-            labels = parse_idx(f.read(), LABELS_MAGIC, label_path)
+        images = parse_idx(read_data_file(fs, image_path, self.type_name), IMAGES_MAGIC, image_path)
+        labels = parse_idx(read_data_file(fs, label_path, self.type_name), LABELS_MAGIC, label_path)
         if images.shape[0] != labels.shape[0]:
             raise GenframeError(f"{self.type_name}: {image_path} holds {images.shape[0]} images but "
                                 f"{label_path} holds {labels.shape[0]} labels")
@@ -255,8 +252,7 @@ class CIFAR10(Dataset):
         _, files = find_or_download(self, fs, root, lambda: self._torchvision(root))
         images, labels = [], []
         for path in files:
-            with fs.open(path, "rb") as f:
-                x, y = parse_cifar_batch(f.read(), path)
+            x, y = parse_cifar_batch(read_data_file(fs, path, self.type_name), path)
             images.append(x)
             labels.append(y)
         x, y = take_subset(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)),
