@@ -135,6 +135,23 @@ def _check_sampler(sampler: list[str], components: dict[str, Component], source:
             expected = {Prior: "a prior", Generator: "a generator", LatentMapper: "a latent_mapper"}[wanted[0]]
             raise SpecError(f"{name!r} is {_a(comp.role)}; position {i} of the sampler chain needs {expected} "
                             "(chain: prior, latent mappers..., generator)", source=source, path=f"sampler[{i}]")
+    _check_sampler_widths(sampler, components, source)
+
+
+def _check_sampler_widths(sampler: list[str], components: dict[str, Component], source: str) -> None:
+    """Every link takes vectors as wide as the previous one makes, read from the declared dims."""
+    prior = components[sampler[0]]
+    assert isinstance(prior, Prior)
+    width, previous, made_by = prior.dim, sampler[0], f"components.{sampler[0]}.dim"
+    for name in sampler[1:]:
+        comp = components[name]
+        field = "latent_dim" if isinstance(comp, Generator) else "in_dim"
+        wanted = getattr(comp, field)
+        if wanted != width:
+            raise SpecError(f"{previous!r} makes {width}-d vectors ({made_by}) but {name!r} takes {wanted}-d "
+                            "ones; make them equal", source=source, path=f"components.{name}.{field}")
+        if isinstance(comp, LatentMapper):
+            width, previous, made_by = comp.out_dim, name, f"components.{name}.out_dim"
 
 
 def _check_combination(trainer: Trainer, path: str, components: dict[str, Component], source: str) -> None:

@@ -125,6 +125,12 @@ class Dataset(Component):
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (images uint8 N x C x H x W, labels int64 N or None)."""
 
+    def planned_shape(self) -> tuple[int | None, int, int] | None:
+        """(number of images or None, channels, image side) this data set will load, known without
+        reading it, or None. ``genframe validate`` builds the system on the meta device with it,
+        checks every shape and estimates the memory training needs, all before any data is read."""
+        return None
+
     def class_names(self) -> list[str] | None:
         """Names of the labels 0, 1, ... once ``load`` has run, or None. The run records them, so
         that a class-conditional model can be sampled by class name."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from genframe.build.context import BuildContext
+from genframe.build.dry_run import dry_run
 from genframe.build.prepare import compile_components, prepare, resolve_device, restore_components
 from genframe.build.sampler import Sampler
 from genframe.build.system import System, build, walk
@@ -181,6 +182,7 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
          reuse: str | None = None) -> Run:
     if resume and reuse:
         raise GenframeError("--resume continues a run and --reuse starts a new one; give one of them")
+    dry_run(system, dev)  # shapes and memory checked on the meta device before anything is allocated
     reused = reused_checkpoint(system, reuse, registry) if reuse else None
     storage, checkpoint = _open_storage(system, out, resume, registry)
     if reused is not None:

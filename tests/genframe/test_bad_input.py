@@ -199,3 +199,39 @@ def test_an_empty_folder_may_hold_a_new_run(tmp_path, write_spec, tiny_spec):
     tiny_spec["stages"][0]["trainer"]["epochs"] = 1
     assert main(["run", write_spec(tiny_spec), "--out", str(out)]) == 0
     assert (out / "spec.yaml").exists() and (out / "run.json").exists()
+
+
+# --------------------------------------------------------------------------- parts that do not fit, sizes
+
+
+@pytest.mark.parametrize("spec, override, named", [
+    ("glann.yaml", "components.mapper.out_dim=32", "components.generator.latent_dim: 'mapper' makes 32-d vectors"),
+    ("glann.yaml", "components.noise.dim=16", "components.mapper.in_dim: 'noise' makes 16-d vectors"),
+    ("wgan_gp.yaml", "components.prior.dim=12", "components.generator.latent_dim: 'prior' makes 12-d vectors"),
+    ("glo.yaml", "components.codes.dim=32", "components.generator.latent_dim: encoder 'codes' makes 32-d codes"),
+    ("glann.yaml", "components.generator.channels=3", "produces images of shape (3, 28, 28)"),
+], ids=["mapper-out", "noise-in", "prior-generator", "codes-generator", "image-channels"])
+def test_validate_refuses_parts_that_do_not_fit(spec, override, named, capsys):
+    from ..conftest import SPECS
+
+    message = one_line_error(capsys, ["validate", str(SPECS / spec), "--set", override])
+    assert message.startswith(str(SPECS / spec)) and named in message, message
+
+
+@pytest.mark.parametrize("override", ["components.generator.width=200000", "data.image_size=3584"])
+def test_sizes_that_cannot_be_allocated_are_refused_with_the_estimate(override, tmp_path, capsys):
+    from ..conftest import SPECS
+
+    out = tmp_path / "run"
+    for argv in (["validate", str(SPECS / "glann.yaml"), "--device", "cpu"],
+                 ["run", str(SPECS / "glann.yaml"), "--device", "cpu", "--out", str(out)]):
+        message = one_line_error(capsys, [*argv, "--set", override])
+        assert "training needs about" in message and "free; lower" in message, message
+    assert not out.exists()
+
+
+def test_validate_reports_what_training_needs(capsys):
+    from ..conftest import SPECS
+
+    assert main(["validate", str(SPECS / "quickstart.yaml")]) == 0
+    assert "ok (training needs about" in capsys.readouterr().out

@@ -162,7 +162,8 @@ def test_non_finite_loss_stops_with_the_stage_and_step(tiny_spec, write_spec, tm
 
 def test_sampler_dimensions_are_checked_before_training(tiny_spec, write_spec, tmp_path):
     tiny_spec["components"]["mapper"]["in_dim"] = 5
-    with pytest.raises(GenframeError, match="sampler: 'noise' produces 3-d vectors but 'mapper' takes 5-d input"):
+    with pytest.raises(GenframeError, match=r"components.mapper.in_dim: 'noise' makes 3-d vectors "
+                                            r"\(components.noise.dim\) but 'mapper' takes 5-d ones"):
         train(write_spec(tiny_spec), out=str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -101,6 +101,10 @@ class MNIST(Dataset):
     def class_names(self) -> list[str]:
         return list(self.label_names)
 
+    def planned_shape(self) -> tuple[int | None, int, int]:
+        count = {"train": 60_000, "test": 10_000}.get(self.split, 60_000)
+        return min(count, self.limit or count), 1, self.image_size
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         fs, root = open_location(self.root, self.type_name)
         fetched_split = "test" if self.split == "test" else "train"
@@ -247,6 +251,10 @@ class CIFAR10(Dataset):
     subset_seed: int = param(0, help="seed of the subset chosen by limit")
     download: bool = param(False, help="fetch the archive with torchvision (local roots only)")
 
+    def planned_shape(self) -> tuple[int | None, int, int]:
+        count = {"train": 50_000, "test": 10_000}.get(self.split, 50_000)
+        return min(count, self.limit or count), 3, self.image_size
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         fs, root = open_location(self.root, self.type_name)
         _, files = find_or_download(self, fs, root, lambda: self._torchvision(root))
@@ -299,6 +307,9 @@ class Digits(Dataset):
     image_size: int = param(16, ge=1, help="side of the square images produced (bilinear resize)")
     limit: int | None = param(None, ge=1, help="keep a seeded random subset of this many images")
     subset_seed: int = param(0, help="seed of the subset chosen by limit")
+
+    def planned_shape(self) -> tuple[int | None, int, int]:
+        return min(1797, self.limit or 1797), 1, self.image_size
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         from sklearn.datasets import load_digits

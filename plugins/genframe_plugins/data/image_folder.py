@@ -313,6 +313,10 @@ class CelebA(Dataset):
     cache_dir: str | None = param(None, help="cache folder (fsspec URL); default $GENFRAME_CACHE/data or "
                                              "~/.cache/genframe/data")
 
+    def planned_shape(self) -> tuple[int | None, int, int]:
+        count = {"train": 162_770, "valid": 19_867, "test": 19_962, "all": 202_599}[self.split]
+        return min(count, self.limit or count), 3, self.image_size
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         fs, root = open_location(self.root, self.type_name)
         base = self._base(fs, root)

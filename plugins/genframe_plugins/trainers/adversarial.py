@@ -38,6 +38,10 @@ class Adversarial(Trainer):
 
     def check(self, components: dict[str, Component], path: str) -> None:
         generator, critic = components[self.generator], components[self.critic]
+        if components[self.prior].dim != generator.latent_dim:
+            raise SpecError(f"prior {self.prior!r} draws {components[self.prior].dim}-d vectors but generator "
+                            f"{self.generator!r} takes {generator.latent_dim}-d ones; make them equal",
+                            path=f"components.{self.generator}.latent_dim")
         critic_path = f"components.{self.critic}"
         wanted, found = getattr(generator, "num_classes", None), getattr(critic, "num_classes", None)
         if wanted != found:

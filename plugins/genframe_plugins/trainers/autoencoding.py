@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from genframe import (Component, Encoder, Generator, LatentDivergence, Optimizer, ReconstructionLoss, StageContext,
-                      Trainer, component, hookimpl, param, ref)
+from genframe import (Component, Encoder, Generator, LatentDivergence, Optimizer, ReconstructionLoss, SpecError,
+                      StageContext, Trainer, component, hookimpl, param, ref)
 from genframe_plugins.trainers._defaults import adam_defaults
 
 
@@ -38,6 +38,11 @@ class Autoencoding(Trainer):
     supports_cuda_graphs = True
 
     def check(self, components: dict[str, Component], path: str) -> None:
+        encoder, generator = components[self.encoder], components[self.generator]
+        if encoder.dim != generator.latent_dim:
+            raise SpecError(f"encoder {self.encoder!r} makes {encoder.dim}-d codes but generator {self.generator!r} "
+                            f"takes {generator.latent_dim}-d ones; make them equal",
+                            path=f"components.{self.generator}.latent_dim")
         if self.latent_divergence is not None:
             self.latent_divergence.check(components[self.encoder], components, f"{path}.latent_divergence")
 

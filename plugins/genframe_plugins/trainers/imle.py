@@ -7,8 +7,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from genframe import (Encoder, Generator, Optimizer, Prior, StageContext, Trainer, component, gather_rows,
-                      hookimpl, nearest_neighbours, param, per_example, ref)
+from genframe import (Component, Encoder, Generator, LatentMapper, Optimizer, Prior, SpecError, StageContext, Trainer,
+                      component, gather_rows, hookimpl, nearest_neighbours, param, per_example, ref)
 from genframe_plugins.trainers._defaults import adam_defaults
 
 
@@ -40,6 +40,21 @@ class IMLE(Trainer):
     optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999), weight_decay=1e-5))
 
     supports_cuda_graphs = True
+
+    def check(self, components: dict[str, Component], path: str) -> None:
+        model, prior = components[self.model], components[self.prior]
+        takes = model.latent_dim if isinstance(model, Generator) else model.in_dim
+        if prior.dim != takes:
+            field = "latent_dim" if isinstance(model, Generator) else "in_dim"
+            raise SpecError(f"prior {self.prior!r} draws {prior.dim}-d vectors but {self.model!r} takes {takes}-d "
+                            "ones; make them equal", path=f"components.{self.model}.{field}")
+        if isinstance(model, LatentMapper) and self.targets == "data":
+            raise SpecError(f"{self.model!r} is a latent mapper, which makes codes, not images: fit it to an "
+                            "encoder's codes, or fit a generator to the data", path=f"{path}.targets")
+        if isinstance(model, LatentMapper) and components[self.targets].dim != model.out_dim:
+            raise SpecError(f"{self.model!r} makes {model.out_dim}-d codes but encoder {self.targets!r} holds "
+                            f"{components[self.targets].dim}-d ones; make them equal",
+                            path=f"components.{self.model}.out_dim")
 
     def bind(self, ctx: StageContext) -> None:
         self._ctx = ctx
