@@ -206,7 +206,7 @@ class RunStorage:
                 record = json.loads(line)
             except ValueError:
                 record = None
-            if isinstance(record, dict) and isinstance(record.get("stage", ""), str):
+            if isinstance(record, dict) and isinstance(record.get("stage"), str) and isinstance(record.get("step"), int):
                 records.append(record)
             else:
                 skipped.append(number)

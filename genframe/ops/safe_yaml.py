@@ -96,8 +96,9 @@ def load_yaml(text: str, source: str) -> Any:
     """The data of one YAML document, or a one-line ``SpecError`` naming ``source`` and the line."""
     if len(text) > MAX_BYTES:
         raise SpecError(f"{len(text)} characters; a YAML file genframe reads is at most {MAX_BYTES}", source=source)
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # its reader refuses control characters at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -107,9 +108,10 @@ def load_yaml(text: str, source: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SpecError(f"{where}invalid YAML: {problem}", source=source) from None
     except RecursionError:  # a structure too deep even for the composer's own bound (cannot normally happen)
         raise SpecError(f"invalid YAML: nested deeper than {MAX_DEPTH} levels", source=source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -16,6 +16,7 @@ import yaml
 
 from genframe.errors import GenframeError
 from genframe.reporting.curves import loss_curves_png
+from genframe.spec.load import validate
 from genframe.storage import RUN_SCHEMA, RunStorage
 
 IMAGES_PER_KIND = 8  # the newest images of each kind in the history (the page stays small)
@@ -87,6 +88,7 @@ def build_report(run_url: str) -> str:
     """The HTML page of a run folder."""
     storage = RunStorage.open(run_url)
     spec = storage.read_spec()
+    validate(spec, f"{storage.url}/spec.yaml")  # the page shows what a valid spec holds
     info = storage.read_json("run.json", RUN_SCHEMA)
     records = storage.read_log()
     evaluations = [r for r in records if r.get("event") == "evaluation"]

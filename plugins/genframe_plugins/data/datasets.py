@@ -58,7 +58,7 @@ def parse_idx(raw: bytes, magic: int, source: str) -> np.ndarray:
 
 def _missing_files_message(who: str, url: str, splits: tuple[str, ...], names: str, subfolder: str) -> str:
     return (f"{who}: no {' or '.join(splits)} files under root {url!r}: looked for {names} "
-            f"in the root and in its {subfolder} folder; set `download: true` to fetch them")
+            f"in the root and in its {subfolder} folder")
 
 
 def find_or_download(dataset, fs, root: str, fetch) -> tuple[str, object]:
@@ -69,8 +69,12 @@ def find_or_download(dataset, fs, root: str, fetch) -> tuple[str, object]:
     split, files = dataset._find(fs, root)
     if files is None:
         if not dataset.download:
-            raise GenframeError(dataset._missing_message(split))
-        download_with_torchvision(fs, dataset.root, dataset.type_name, fetch)
+            raise GenframeError(f"{dataset._missing_message(split)}; set `download: true` to fetch them")
+        try:
+            download_with_torchvision(fs, dataset.root, dataset.type_name, fetch)
+        except GenframeError as exc:  # offline: say where the files go
+            missing = dataset._missing_message(split).split(": ", 1)[1]
+            raise GenframeError(f"{exc}; without internet, put the files there yourself ({missing})") from None
         split, files = dataset._find(fs, root)
         if files is None:
             raise GenframeError(dataset._missing_message(split))
