@@ -17,7 +17,7 @@ SPECS = REPO / "specs"
 # Property tests: CI runs a derandomised profile sized to its time budget; `--hypothesis-profile=fuzz`
 # searches far longer with fresh random cases (see docs/user-guide.md, "Bad input").
 _PROFILE = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("ci", max_examples=30, derandomize=True, print_blob=True, **_PROFILE)
+settings.register_profile("ci", max_examples=60, derandomize=True, print_blob=True, **_PROFILE)
 settings.register_profile("fuzz", max_examples=1500, print_blob=True, **_PROFILE)
 settings.load_profile("ci")
 

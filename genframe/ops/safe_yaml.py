@@ -54,6 +54,8 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys given here override those
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)

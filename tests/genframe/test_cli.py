@@ -43,8 +43,22 @@ def test_missing_spec_file(capsys, tmp_path):
 
 def test_missing_data_folder(capsys, tmp_path):
     message = _one_line_error(capsys, ["run", str(SPECS / "wgan_gp.yaml"), "--set", f"data.root={tmp_path}/absent",
-                                       "--device", "cpu", "--out", str(tmp_path / "run")])
+                                       "--set", "data.download=false", "--device", "cpu",
+                                       "--out", str(tmp_path / "run")])
     assert f"{tmp_path}/absent" in message and "download: true" in message
+
+
+def test_an_offline_download_says_where_the_files_go(capsys, tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://..., got:\n<urlopen error>")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)  # the shipped specs download by default
+    message = _one_line_error(capsys, ["run", str(SPECS / "glann.yaml"), "--set", f"data.root={tmp_path}/absent",
+                                       "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert "download into" in message and "failed: RuntimeError: Error downloading" in message
+    assert "without internet, put the files there yourself" in message and "t10k-images-idx3-ubyte" in message
 
 
 def test_missing_run_folder(capsys, tmp_path):

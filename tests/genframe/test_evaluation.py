@@ -159,7 +159,6 @@ def test_genframe_eval_errors_are_one_line(trained_run, capsys, registry):
         return lines[0]
 
     assert "unknown metric 'fdi'; known: is, pr, fid" in error(["eval", trained_run, "--metrics", "fdi"])
-    assert "--n 1: metrics need at least 2" in error(["eval", trained_run, "--n", "1"])
     assert "data type 'digits' has no splits" in error(["eval", trained_run, "--reference", "test"])
 
 

@@ -30,9 +30,9 @@ def test_write_bytes_replaces_whole_files_and_leaves_no_temporaries(storage):
 
 
 def test_log_appends_records(storage):
-    storage.log({"step": 1, "loss": 0.5})
-    storage.log({"step": 2, "loss": 0.25})
-    assert storage.read_log() == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}]
+    storage.log({"stage": "s", "step": 1, "loss": 0.5})
+    storage.log({"stage": "s", "step": 2, "loss": 0.25})
+    assert storage.read_log() == [{"stage": "s", "step": 1, "loss": 0.5}, {"stage": "s", "step": 2, "loss": 0.25}]
 
 
 def test_keeps_the_newest_checkpoints_and_the_best(storage):

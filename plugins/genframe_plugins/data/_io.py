@@ -67,7 +67,8 @@ def download_with_torchvision(fs: Any, url: str, who: str, fetch: Callable[[], o
     try:
         fetch()
     except Exception as exc:  # network failures, missing optional packages, checksum errors...
-        raise GenframeError(f"{who}: download into {url!r} failed: {type(exc).__name__}: {exc}") from exc
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise GenframeError(f"{who}: download into {url!r} failed: {type(exc).__name__}: {first_line}") from exc
 
 
 def decompressed(raw: bytes, source: str) -> bytes:
