@@ -1,8 +1,9 @@
-"""The whole plugin API of genframe: every hook a plugin may implement, declared once.
+"""Every hook a plugin may implement, declared once, and ``RunInfo``, what observer hooks receive.
 
 A plugin is a module (or object) with functions decorated by ``genframe.hookimpl`` whose names are
 hook names below. Built-in plugins and third-party packages are found through the ``genframe``
-entry-point group. Observer hooks receive plain data so that loggers need no knowledge of models.
+entry-point group. Observer hooks receive plain values so that loggers need no knowledge of models
+or of the engine.
 """
 
 from __future__ import annotations
