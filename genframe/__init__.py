@@ -11,7 +11,8 @@ from genframe.components.hooks import RunInfo, hookimpl
 from genframe.components.params import param, ref
 from genframe.components.roles import (Component, Critic, Dataset, Divergence, Encoder, FeatureExtractor, Generator,
                                        LatentDivergence, LatentMapper, LipschitzConstraint, Metric, ModuleComponent,
-                                       Optimizer, Posterior, Prior, ReconstructionLoss, Schedule, Trainer, component)
+                                       Optimizer, Posterior, Prior, ProbabilityPath, ReconstructionLoss, Schedule, Solver,
+                                       TimeNetwork, Trainer, component)
 from genframe.errors import GenframeError, SpecError
 from genframe.evaluation.metrics import (generated_features, image_digest, protocol_key, real_features, real_subset,
                                          resolve_extractor)
@@ -26,13 +27,14 @@ from genframe.training.optimisers import Optimisers
 __version__ = "0.2.0"
 #: Version of the plugin API in this module: the major number changes when a name is removed or a
 #: signature changes incompatibly; plugins may require ``genframe.API_VERSION >= (1, n)``.
-API_VERSION = (1, 0)
+API_VERSION = (1, 1)
 
 __all__ = [
     # roles and how a component declares itself
     "Component", "ModuleComponent", "Dataset", "Prior", "Posterior", "Encoder", "Generator", "Critic",
     "LatentMapper", "Divergence", "LipschitzConstraint", "ReconstructionLoss", "LatentDivergence", "Optimizer",
-    "Schedule", "Trainer", "Metric", "FeatureExtractor", "component", "param", "ref", "hookimpl",
+    "Schedule", "Trainer", "Metric", "FeatureExtractor", "TimeNetwork", "ProbabilityPath", "Solver", "component",
+    "param", "ref", "hookimpl",
     # errors
     "GenframeError", "SpecError",
     # what components and trainers are handed

@@ -99,12 +99,18 @@ def _estimate(system: System, pixels: int) -> MemoryEstimate:
 
 
 def _forward_outputs(system: System) -> int:
-    """Bytes every module of the sampler chain outputs for one example (measured on the meta device)."""
+    """Bytes every module of the sampler chain outputs for one example (measured on the meta device).
+
+    Each module counts once: a flow's solver calls its network many times while sampling, but a
+    training step runs it once.
+    """
     total = 0
+    counted: set[int] = set()
 
     def count(module, inputs, output) -> None:
         nonlocal total
-        if isinstance(output, torch.Tensor) and not list(module.children()):
+        if isinstance(output, torch.Tensor) and not list(module.children()) and id(module) not in counted:
+            counted.add(id(module))
             total += output.numel() * output.element_size()
 
     modules = [system.components[n] for n in system.sampler if isinstance(system.components[n], torch.nn.Module)]

@@ -18,7 +18,13 @@ class Sampler:
 
     def __init__(self, system: System, device: torch.device):
         self.chain = [system.components[n] for n in system.sampler]
+        self.names = list(system.sampler)
         self.device = device
+
+    def protocol(self) -> dict:
+        """How the chain's links sample, where that matters for the numbers (solver, NFE), by name."""
+        found = {name: link.sampling_protocol() for name, link in zip(self.names, self.chain)}
+        return {name: protocol for name, protocol in found.items() if protocol}
 
     @property
     def num_classes(self) -> int | None:

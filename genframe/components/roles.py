@@ -31,6 +31,11 @@ class Component(metaclass=abc.ABCMeta):
     def setup(self, ctx: BuildContext) -> None:
         """Called once after the spec is built, with the data's shape; builds layers or tables."""
 
+    def sampling_protocol(self) -> dict:
+        """What drawing samples through this component depends on besides its weights (a flow's solver
+        and its network evaluations), recorded beside every evaluation's numbers; {} for most."""
+        return {}
+
     def config(self) -> dict:
         """The spec parameters of this component (``type`` included), as plain YAML-able data."""
         return {"type": self.type_name,
@@ -265,6 +270,80 @@ class LatentMapper(ModuleComponent):
     @abc.abstractmethod
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         ...
+
+
+# --------------------------------------------------------------------------- flows and diffusion
+# A flow or diffusion model is a generator (noise of the image's shape -> image) or a latent mapper
+# (noise -> codes) built from three parts: a network conditioned on time, a probability path that
+# says what the network learns and how its output becomes a velocity, and a solver that integrates
+# the velocity from noise (t = 0) to data (t = 1). Flow matching versus diffusion is the path.
+
+
+@_role("time_network")
+class TimeNetwork(ModuleComponent):
+    """A network of a point x and a time t in [0, 1] (and, with ``num_classes``, a class label),
+    whose output has the shape of x. Label ``num_classes`` means "no class" (classifier-free guidance)."""
+
+    num_classes: int | None = None
+
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``t`` holds one time per row of ``x``."""
+
+
+@_role("probability_path")
+class ProbabilityPath(Component):
+    """How data x1 and noise x0 are mixed at time t, what the network regresses, and how its output
+    becomes the velocity dx/dt that carries noise (t = 0) to data (t = 1)."""
+
+    @abc.abstractmethod
+    def training_times(self, n: int, *, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        """``n`` times at which training examples are drawn."""
+
+    @abc.abstractmethod
+    def noisy(self, data: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t: the point of the path at time ``t`` between ``noise`` and ``data``."""
+
+    @abc.abstractmethod
+    def target(self, data: torch.Tensor, noise: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network's raw output regresses at (x_t, t)."""
+
+    @abc.abstractmethod
+    def velocity(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """dx/dt at (x_t, t) from the network's raw output there."""
+
+    def network_input(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, time feature) the network sees at (x_t, t): a preconditioned path rescales them."""
+        return x_t, t
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        """x at t = 0 for standard normal ``noise``."""
+        return noise
+
+    def sampling_times(self, steps: int, device: torch.device) -> torch.Tensor:
+        """``steps + 1`` increasing times from 0 to 1 at which a solver evaluates the velocity."""
+        return torch.linspace(0.0, 1.0, steps + 1, device=device)
+
+    def renoise(self, x: torch.Tensor, t: torch.Tensor, earlier: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x moved back to time ``earlier`` < ``t`` with fresh ``noise``, as the path's marginal there
+        (stochastic solvers use it)."""
+        raise GenframeError(f"probability path {self.type_name!r} cannot add noise back; use a deterministic solver")
+
+
+@_role("solver")
+class Solver(Component):
+    """Integrates dx/dt = velocity(x, t) over increasing ``times``; ``steps`` is a spec field of every solver."""
+
+    steps: int
+
+    @abc.abstractmethod
+    def solve(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+              times: torch.Tensor, path: ProbabilityPath, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x at ``times[-1]`` from x at ``times[0]``; ``velocity(x, t)`` takes t as a 0-d tensor."""
+
+    def evaluations(self) -> int:
+        """Network evaluations one sample costs (NFE), recorded by the metrics protocol."""
+        return self.steps
 
 
 # --------------------------------------------------------------------------- losses

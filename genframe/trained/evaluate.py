@@ -110,7 +110,10 @@ def evaluate_run(run_url: str, *, metrics: list[str] | None = None, n: int | Non
         data = _reference_data(system, reference, registry)
         real, _ = data.load()
         reference_record = {"data": data.config()}
-    results, protocols = compute_metrics(chosen, Sampler(system, dev), real, dev)
+    sampler = Sampler(system, dev)
+    results, protocols = compute_metrics(chosen, sampler, real, dev)
+    if sampler.protocol():
+        protocols = {**protocols, "sampling": sampler.protocol()}
     stage, step = _evaluated_position(system, storage, checkpoint)
     record = {"stage": stage, "step": step, "event": "evaluation", **results, "protocol": protocols,
               "eval": {"checkpoint": checkpoint, "reference": reference_record,

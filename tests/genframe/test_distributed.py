@@ -17,7 +17,8 @@ from genframe.ops import distributed
 from genframe.training.context import EpochBatches
 from genframe.errors import GenframeError
 from genframe.storage import CHECKPOINT_INDEX, RunStorage
-from .tiny_specs import BEGAN, CONDITIONAL, GAN, GLANN, RELATIVISTIC, VAE, assert_same_losses, losses
+from .tiny_specs import (BEGAN, CONDITIONAL, GAN, GLANN, GLANN_FLOW, RELATIVISTIC, VAE, assert_same_losses,
+                         losses)
 
 
 def _env() -> dict:
@@ -35,7 +36,8 @@ def _genframe(args: list[str], processes: int) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("spec", [GAN, GLANN, VAE, BEGAN, CONDITIONAL, RELATIVISTIC], ids=lambda s: s["name"])
+@pytest.mark.parametrize("spec", [GAN, GLANN, VAE, BEGAN, CONDITIONAL, RELATIVISTIC, GLANN_FLOW],
+                         ids=lambda s: s["name"])
 def test_two_processes_follow_one_process_with_the_same_global_batch(spec, write_spec, tmp_path):
     path = write_spec(spec)
     _genframe(["run", path, "--out", str(tmp_path / "one")], processes=1)

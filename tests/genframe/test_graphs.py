@@ -15,7 +15,8 @@ from genframe.training.graphs import WARMUP_STEPS, CaptureError, StepRunner, _Re
 from genframe.storage import RunStorage
 
 from ..conftest import checkpoint_weights, crash_and_resume
-from .tiny_specs import BEGAN, CONDITIONAL, GAN, GLANN, RELATIVISTIC, VAE, assert_same_losses, losses
+from .tiny_specs import (BEGAN, CONDITIONAL, GAN, GLANN, GLANN_FLOW, RELATIVISTIC, VAE, assert_same_losses,
+                         losses)
 
 # More steps than warm-up + capture, so that most steps are replays; a step schedule that changes
 # the learning rate among the replays, which a rate frozen into the graph would miss.
@@ -61,7 +62,8 @@ def _assert_same_weights(a: str, b: str, rtol: float, atol: float) -> None:
         torch.testing.assert_close(got[name], tensor, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("spec", [WGAN_GP, EMA_R1, BEGAN_LONG, CONDITIONAL, RELATIVISTIC, GLANN, VAE, WAE, IMAGE_IMLE],
+@pytest.mark.parametrize("spec", [WGAN_GP, EMA_R1, BEGAN_LONG, CONDITIONAL, RELATIVISTIC, GLANN, GLANN_FLOW, VAE, WAE,
+                                  IMAGE_IMLE],
                          ids=lambda s: s["name"])
 def test_replayed_steps_train_like_eager_steps(spec, write_spec, tmp_path, monkeypatch):
     path = write_spec(_emulated(spec))

@@ -56,6 +56,14 @@ RELATIVISTIC = {**GAN, "name": "ddp-rahinge",
                 "stages": [{"name": "gan", "trainer": {**GAN["stages"][0]["trainer"], "divergence": {"type": "rahinge"},
                                                        "constraints": [{"type": "gradient_penalty", "weight": 10}]}}]}
 
+# GLANN with a flow-matching mapper on the EDM path: per-example noise and times of the global batch.
+GLANN_FLOW = {**GLANN, "name": "ddp-glann-flow",
+              "components": {**GLANN["components"], "noise": {"type": "gaussian", "dim": 8},
+                             "mapper": {"type": "flow_mapper", "dim": 8, "network": {"type": "time_mlp", "hidden": 16},
+                                        "path": {"type": "edm"}, "solver": {"type": "euler", "steps": 4}}},
+              "stages": [GLANN["stages"][0], {"name": "mapper", "trainer": {
+                  "type": "flow_matching", "model": "mapper", "targets": "codes", "epochs": 2, "batch_size": 32}}]}
+
 VAE = {
     "name": "ddp-vae", "seed": 0, "device": "cpu",
     "data": {"type": "digits", "image_size": 16, "limit": 256},

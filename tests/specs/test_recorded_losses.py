@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 
 import attrs
@@ -26,22 +27,30 @@ RECORDED = Path(__file__).with_name("recorded_losses.json")
 SHIPPED = sorted(p.stem for p in SPECS.glob("*.yaml"))
 
 
-def _narrowing(path: str, component: dict, registry) -> list[str]:
-    """``path.width=4`` for every network under ``path`` that has a width (wrappers included)."""
-    cls = registry.get(_role_of(component["type"], registry), component["type"])
+NARROW = {"width": 4, "hidden": 16}  # the sizes that set a network's cost
+
+
+def _narrowing(path: str, component: dict, cls: type, registry) -> list[str]:
+    """``path.width=4`` (and hidden=16) for every network under ``path`` (nested ones included)."""
+    hints = typing.get_type_hints(cls)
     fields = {f.name for f in attrs.fields(cls)}
-    found = [f"{path}.width=4"] if "width" in fields else []
+    found = [f"{path}.{name}={size}" for name, size in NARROW.items()
+             if name in fields and isinstance(component.get(name, hints[name]), (int, type))]
     for key, value in component.items():
         if isinstance(value, dict) and "type" in value and key in fields:
-            found += _narrowing(f"{path}.{key}", value, registry)
+            role = next(r for r in typing.get_args(hints[key]) or (hints[key],) if hasattr(r, "role")).role
+            found += _narrowing(f"{path}.{key}", value, registry.get(role, value["type"]), registry)
     return found
 
 
-def _role_of(name: str, registry) -> str:
-    for info in registry.all():
-        if info.name == name and info.role in ("generator", "critic", "encoder", "latent_mapper", "prior"):
-            return info.role
-    raise LookupError(name)
+def _named_class(name: str, registry) -> type:
+    return next(info.cls for info in registry.all()
+                if info.name == name and info.role in ("generator", "critic", "encoder", "latent_mapper", "prior"))
+
+
+# pixel flows state their image shape, which the shrunk data changes
+PIXEL_FLOW = ["components.generator.image_size=16", "components.noise.dim=256"]
+EXTRA = {"flow_matching": PIXEL_FLOW, "diffusion": PIXEL_FLOW}
 
 
 def shrink(name: str) -> list[str]:
@@ -51,7 +60,7 @@ def shrink(name: str) -> list[str]:
     overrides = ["data={type: digits, image_size: 16, limit: 64}", "evaluation={n_samples: 4}", "log_every=1",
                  "device=cpu"]
     for key, component in spec["components"].items():
-        overrides += _narrowing(f"components.{key}", component, registry)
+        overrides += _narrowing(f"components.{key}", component, _named_class(component["type"], registry), registry)
     for index, stage in enumerate(spec["stages"]):
         trainer = stage["trainer"]
         if "batch_size" in trainer:
@@ -60,7 +69,7 @@ def shrink(name: str) -> list[str]:
             overrides.append(f"stages.{index}.trainer.steps=3")
         elif "epochs" in trainer:
             overrides.append(f"stages.{index}.trainer.epochs=1")
-    return overrides
+    return overrides + EXTRA.get(name, [])
 
 
 def record(name: str, out: Path) -> list[dict]:

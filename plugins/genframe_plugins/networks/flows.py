@@ -1,0 +1,119 @@
+"""Flow-matching and diffusion models as sampler-chain links: a latent mapper (noise -> codes, GLANN's
+second stage as in latent diffusion) and a generator (noise of the image's shape -> image).
+
+Each is a time-conditioned network, a probability path and a solver, all named in the spec, so
+flow versus diffusion, Euler versus Heun and the number of steps are one line each. Sampling
+integrates the path's velocity from noise (t = 0) to data (t = 1); with a class-conditional
+network, ``guidance`` mixes conditional and unconditional outputs (classifier-free guidance, Ho &
+Salimans 2022).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from genframe import (BuildContext, GenframeError, Generator, LatentMapper, ProbabilityPath, Solver, TimeNetwork,
+                      component, hookimpl, param)
+
+
+class _Flow:
+    """What both flows share: integrating the path's velocity with the solver."""
+
+    network: TimeNetwork
+    path: ProbabilityPath
+    solver: Solver
+    guidance: float
+
+    def integrate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        times = self.path.sampling_times(self.solver.steps, noise.device)
+        guided = labels is not None and self.guidance != 1.0
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            inputs, feature = self.path.network_input(x, t)
+            if not guided:
+                output = self.network(inputs, feature, labels)
+            else:  # one batched pass for the conditional and the unconditional ("no class") outputs
+                unconditional = torch.full_like(labels, self.network.num_classes)
+                both = self.network(torch.cat([inputs, inputs]), feature, torch.cat([labels, unconditional]))
+                conditional, free = both.chunk(2)
+                output = free + self.guidance * (conditional - free)
+            return self.path.velocity(output, x, t)
+
+        return self.solver.solve(velocity, self.path.start(noise), times, self.path)
+
+    def sampling_protocol(self) -> dict:
+        return {"path": self.path.config(), "solver": self.solver.config(), "evaluations": self.solver.evaluations(),
+                "guidance": self.guidance}
+
+
+def _guidance_param():
+    return param(1.0, ge=0, help="classifier-free guidance scale w: output = uncond + w (cond - uncond); "
+                                 "1 uses the conditional output alone")
+
+
+@component("latent_mapper", "flow_mapper")
+class FlowMapper(_Flow, LatentMapper):
+    """A flow or diffusion model of codes: noise of the codes' size -> codes (GLANN with a flow instead of IMLE)."""
+
+    dim: int = param(64, ge=1, help="size of the codes, and of the noise it starts from")
+    network: TimeNetwork = param(factory=lambda: {"type": "time_mlp"}, help="the time-conditioned network")
+    path: ProbabilityPath = param(factory=lambda: {"type": "linear"}, help="flow matching or diffusion")
+    solver: Solver = param(factory=lambda: {"type": "heun"}, help="how samples are integrated")
+    guidance: float = _guidance_param()
+
+    @property
+    def in_dim(self) -> int:
+        return self.dim
+
+    @property
+    def out_dim(self) -> int:
+        return self.dim
+
+    def setup(self, ctx: BuildContext) -> None:
+        wanted = getattr(self.network, "dim", self.dim)
+        if wanted is None:
+            self.network.dim = self.dim
+        elif wanted != self.dim:
+            raise GenframeError(f"flow_mapper: network.dim is {wanted} but the mapper's dim is {self.dim}; "
+                                "leave network.dim out to take the mapper's")
+        self.network.setup(ctx)
+
+    @torch.no_grad()
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.integrate(noise)
+
+
+@component("generator", "flow")
+class FlowGenerator(_Flow, Generator):
+    """A flow or diffusion model of images: standard normal noise of the image's size -> image in [-1, 1].
+
+    Its prior is a Gaussian of dim channels x image_size^2 (the sampler chain checks this).
+    """
+
+    channels: int = param(1, ge=1, help="image channels (the data's)")
+    image_size: int = param(28, ge=1, help="image side (the data's)")
+    network: TimeNetwork = param(factory=lambda: {"type": "unet"}, help="the time-conditioned network")
+    path: ProbabilityPath = param(factory=lambda: {"type": "linear"}, help="flow matching or diffusion")
+    solver: Solver = param(factory=lambda: {"type": "heun"}, help="how samples are integrated")
+    guidance: float = _guidance_param()
+
+    @property
+    def latent_dim(self) -> int:
+        return self.channels * self.image_size ** 2
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.network.num_classes
+
+    def setup(self, ctx: BuildContext) -> None:
+        self.network.setup(ctx)
+
+    @torch.no_grad()
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        noise = z.reshape(-1, self.channels, self.image_size, self.image_size)
+        return self.integrate(noise, labels).clamp(-1.0, 1.0)
+
+
+@hookimpl
+def genframe_components():
+    return [FlowMapper, FlowGenerator]
