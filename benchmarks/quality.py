@@ -46,6 +46,7 @@ SYSTEMS = {  # name -> (spec, overrides of the --quick CPU version)
     "wae_mmd": ("wae_mmd.yaml", ["stages.0.trainer.epochs=15"]),
     "imle": ("imle.yaml", ["stages.0.trainer.epochs=20"]),
     "glann": ("glann.yaml", ["stages.0.trainer.epochs=30", "stages.1.trainer.epochs=50"]),
+    "glann_flow": ("glann_flow.yaml", ["stages.0.trainer.epochs=30", "stages.1.trainer.epochs=50"]),
     "wgan_gp": ("wgan_gp.yaml", ["stages.0.trainer.steps=1500", "components.critic.width=32",
                                  "evaluation.every=null", "checkpoint_every=500"]),
     "nsgan": ("nsgan.yaml", ["stages.0.trainer.steps=1500", "components.critic.width=32", "data.image_size=28",
