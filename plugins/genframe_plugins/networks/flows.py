@@ -10,6 +10,8 @@ Salimans 2022).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from genframe import (BuildContext, GenframeError, Generator, LatentMapper, ProbabilityPath, Solver, TimeNetwork,
@@ -23,18 +25,40 @@ class _Flow:
     path: ProbabilityPath
     solver: Solver
     guidance: float
+    average: float | None
+
+    def __attrs_post_init__(self) -> None:
+        self.averaged: torch.nn.Module | None = None  # made by setup when ``average`` is set
+
+    def _setup_average(self) -> None:
+        """An exponential moving average of the network's weights, which sampling uses when set:
+        flow and diffusion samples are much better from averaged weights (Karras et al. 2024)."""
+        self.averaged = None
+        if self.average is not None:
+            self.averaged = copy.deepcopy(self.network).requires_grad_(False)
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """After an optimiser step: averaged <- decay * averaged + (1 - decay) * network, in place."""
+        if self.averaged is None:
+            return
+        for averaged, current in zip(self.averaged.parameters(), self.network.parameters()):
+            averaged.lerp_(current, 1.0 - self.average)
+        for averaged, current in zip(self.averaged.buffers(), self.network.buffers()):
+            averaged.copy_(current)
 
     def integrate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         times = self.path.sampling_times(self.solver.steps, noise.device)
         guided = labels is not None and self.guidance != 1.0
+        network = self.averaged if self.averaged is not None and not self.training else self.network
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             inputs, feature = self.path.network_input(x, t)
             if not guided:
-                output = self.network(inputs, feature, labels)
+                output = network(inputs, feature, labels)
             else:  # one batched pass for the conditional and the unconditional ("no class") outputs
-                unconditional = torch.full_like(labels, self.network.num_classes)
-                both = self.network(torch.cat([inputs, inputs]), feature, torch.cat([labels, unconditional]))
+                unconditional = torch.full_like(labels, network.num_classes)
+                both = network(torch.cat([inputs, inputs]), feature, torch.cat([labels, unconditional]))
                 conditional, free = both.chunk(2)
                 output = free + self.guidance * (conditional - free)
             return self.path.velocity(output, x, t)
@@ -43,12 +67,17 @@ class _Flow:
 
     def sampling_protocol(self) -> dict:
         return {"path": self.path.config(), "solver": self.solver.config(), "evaluations": self.solver.evaluations(),
-                "guidance": self.guidance}
+                "guidance": self.guidance, "average": self.average}
 
 
 def _guidance_param():
     return param(1.0, ge=0, help="classifier-free guidance scale w: output = uncond + w (cond - uncond); "
                                  "1 uses the conditional output alone")
+
+
+def _average_param():
+    return param(None, ge=0, lt=1, help="decay of an exponential moving average of the network's weights, "
+                                        "which sampling uses (e.g. 0.999); null samples the trained weights")
 
 
 @component("latent_mapper", "flow_mapper")
@@ -60,6 +89,7 @@ class FlowMapper(_Flow, LatentMapper):
     path: ProbabilityPath = param(factory=lambda: {"type": "linear"}, help="flow matching or diffusion")
     solver: Solver = param(factory=lambda: {"type": "heun"}, help="how samples are integrated")
     guidance: float = _guidance_param()
+    average: float | None = _average_param()
 
     @property
     def in_dim(self) -> int:
@@ -77,6 +107,7 @@ class FlowMapper(_Flow, LatentMapper):
             raise GenframeError(f"flow_mapper: network.dim is {wanted} but the mapper's dim is {self.dim}; "
                                 "leave network.dim out to take the mapper's")
         self.network.setup(ctx)
+        self._setup_average()
 
     @torch.no_grad()
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
@@ -96,6 +127,7 @@ class FlowGenerator(_Flow, Generator):
     path: ProbabilityPath = param(factory=lambda: {"type": "linear"}, help="flow matching or diffusion")
     solver: Solver = param(factory=lambda: {"type": "heun"}, help="how samples are integrated")
     guidance: float = _guidance_param()
+    average: float | None = _average_param()
 
     @property
     def latent_dim(self) -> int:
@@ -107,6 +139,7 @@ class FlowGenerator(_Flow, Generator):
 
     def setup(self, ctx: BuildContext) -> None:
         self.network.setup(ctx)
+        self._setup_average()
 
     @torch.no_grad()
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

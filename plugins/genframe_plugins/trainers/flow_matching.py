@@ -92,6 +92,7 @@ class FlowMatching(Trainer):
         self._optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self._optimiser.step()
+        self._model.update_average()
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:

@@ -8,12 +8,17 @@ import json
 import math
 
 import pytest
+import torch
 
+import genframe
 from genframe import SpecError
 from genframe.api import load_system, sample, train
 from genframe.components.registry import create_registry
 from genframe.storage import RunStorage
 from genframe.trained.evaluate import evaluate_run
+from genframe.trained.loading import load_trained
+from genframe_plugins.networks.flows import FlowMapper
+from genframe_plugins.networks.time_mlp import TimeMLP
 
 from ...conftest import TINY, crash_and_resume
 from ..metrics.metric_helpers import PixelStatsPlugin
@@ -111,6 +116,36 @@ def test_evaluations_record_the_solver_and_its_network_evaluations(write_spec, t
     finished = train(write_spec(spec), out=str(tmp_path / "run"), registry=registry)
     logged = [r for r in RunStorage.open(finished.url).read_log() if r.get("event") == "evaluation"][-1]
     expected = {"mapper": {"path": {"type": "linear", "time_sampling": "uniform"}, "solver": {"type": "heun", "steps": 4},
-                           "evaluations": 8, "guidance": 1.0}}
+                           "evaluations": 8, "guidance": 1.0, "average": None}}
     assert logged["protocol"]["sampling"] == expected
     assert evaluate_run(finished.url, registry=registry)["protocol"]["sampling"] == expected
+
+
+def test_sampling_uses_the_average_of_the_weights(write_spec, tmp_path):
+    spec = glann_flow()
+    spec["components"]["mapper"]["average"] = 0.9
+    spec["checkpoint_every"] = 8
+    reference, resumed = crash_and_resume(write_spec(spec), "mapper", 24, tmp_path)  # the average resumes too
+    weights = RunStorage.open(reference).load_checkpoint()["components"]["mapper"]
+    trained = {k[len("network."):]: v for k, v in weights.items() if k.startswith("network.")}
+    averaged = {k[len("averaged."):]: v for k, v in weights.items() if k.startswith("averaged.")}
+    assert trained.keys() == averaged.keys() and any(not (trained[k] == averaged[k]).all() for k in trained)
+    system, _ = load_trained(reference)
+    mapper = system.components["mapper"]
+    noise = torch.randn(5, 4)
+    mapper.eval()
+    with_average = mapper(noise)
+    mapper.averaged = None  # the trained weights instead
+    assert not torch.allclose(with_average, mapper(noise))
+
+
+def test_the_average_follows_its_formula():
+    flow = FlowMapper(dim=2, network=TimeMLP(hidden=4), average=0.75)
+    flow.setup(genframe.BuildContext(num_examples=1, channels=1, image_size=1, device=torch.device("cpu")))
+    before = [p.clone() for p in flow.averaged.parameters()]
+    with torch.no_grad():
+        for p in flow.network.parameters():
+            p.add_(1.0)
+    flow.update_average()
+    for old, new, current in zip(before, flow.averaged.parameters(), flow.network.parameters()):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * current)
