@@ -110,6 +110,9 @@ def build_report(run_url: str) -> str:
         sections += ["<h2>Evaluations</h2>",
                      _table(["stage", "step", *keys], [[r["stage"], r["step"], *[r.get(k, "") for k in keys]]
                                                        for r in evaluations])]
+    figures = _figures(storage)
+    if figures:  # written into the run folder by analyses (benchmarks/flow_steps.py: quality against NFE)
+        sections += ["<h2>Figures</h2>", *(_img(data, name, "curves") for name, data in figures)]
     sections += ["<h2>Images</h2>", _image_history(storage),
                  "<h2>Hardware</h2>", _table(["", ""], [[k, v] for k, v in hardware.items()])
                  if hardware else "<p>Not recorded.</p>",
@@ -119,6 +122,15 @@ def build_report(run_url: str) -> str:
                  "<h2>Resolved spec</h2>", f"<pre>{html.escape(yaml.safe_dump(spec, sort_keys=False))}</pre>"]
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(spec['name'])} — "
             f"genframe report</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+
+
+def _figures(storage: RunStorage) -> list[tuple[str, bytes]]:
+    """(name, PNG) of every picture under the run's ``figures/`` folder, by name."""
+    try:
+        paths = sorted(storage.fs.glob(storage.path("figures/*.png")))
+    except OSError:
+        return []
+    return [(path.rsplit("/", 1)[1][:-4], storage.fs.cat_file(path)) for path in paths]
 
 
 def write_report(run_url: str, out: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from PIL import Image
 
 from genframe.api import train
 from genframe.cli import main
+from genframe.reporting.report import build_report
 from genframe.storage import RunStorage
 
 
@@ -94,3 +96,13 @@ def test_a_resumed_stage_purges_its_replayed_tensorboard_steps(tiny_spec, write_
     _, resumed = crash_and_resume(write_spec(tiny_spec), "glo", 6, tmp_path)
     steps = [s.step for s in EventAccumulator(f"{resumed}/tensorboard/glo").Reload().Scalars("loss/loss")]
     assert steps == [2, 4, 6, 8, 10, 12]  # steps 5-6 ran twice; TensorBoard shows them once
+
+
+def test_figures_written_into_the_run_are_shown(finished_run, tmp_path):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    storage = RunStorage.open(str(run))
+    picture = RunStorage.open(finished_run).read_bytes("curves.png")
+    storage.write_bytes("figures/quality-vs-nfe.png", picture)
+    page = build_report(str(run))
+    assert "<h2>Figures</h2>" in page and 'alt="quality-vs-nfe"' in page
+    assert base64.b64encode(picture).decode() in page
