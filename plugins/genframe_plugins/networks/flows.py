@@ -109,8 +109,9 @@ class FlowMapper(_Flow, LatentMapper):
         self.network.setup(ctx)
         self._setup_average()
 
-    @torch.no_grad()
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        # differentiable (through every solver step), so latent searches (reconstruct, restore) work;
+        # sampling runs under no_grad
         return self.integrate(noise)
 
 
@@ -141,7 +142,6 @@ class FlowGenerator(_Flow, Generator):
         self.network.setup(ctx)
         self._setup_average()
 
-    @torch.no_grad()
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         noise = z.reshape(-1, self.channels, self.image_size, self.image_size)
         return self.integrate(noise, labels).clamp(-1.0, 1.0)
