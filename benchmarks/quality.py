@@ -47,12 +47,20 @@ SYSTEMS = {  # name -> (spec, overrides of the --quick CPU version)
     "imle": ("imle.yaml", ["stages.0.trainer.epochs=20"]),
     "glann": ("glann.yaml", ["stages.0.trainer.epochs=30", "stages.1.trainer.epochs=50"]),
     "glann_flow": ("glann_flow.yaml", ["stages.0.trainer.epochs=30", "stages.1.trainer.epochs=50"]),
+    "flow_matching": ("flow_matching.yaml", ["stages.0.trainer.epochs=20", "components.generator.network.width=16",
+                                             "components.generator.solver.steps=8"]),
+    "diffusion": ("diffusion.yaml", ["stages.0.trainer.epochs=20", "components.generator.network.width=16",
+                                     "components.generator.solver.steps=8"]),
     "wgan_gp": ("wgan_gp.yaml", ["stages.0.trainer.steps=1500", "components.critic.width=32",
                                  "evaluation.every=null", "checkpoint_every=500"]),
     "nsgan": ("nsgan.yaml", ["stages.0.trainer.steps=1500", "components.critic.width=32", "data.image_size=28",
                              "evaluation.every=null", "checkpoint_every=500"]),
 }
-QUICK_COMMON = ["data.limit=2000", "components.generator.width=32"]
+QUICK_COMMON = ["data.limit=2000"]
+QUICK_WIDTH = ["components.generator.width=32"]  # networks with a width (pixel flows narrow their U-Net instead)
+#: Pixel-space flows: the latent searches of the applications integrate and differentiate every solver
+#: step, too slow for this benchmark on a CPU, so they are left out for these systems.
+PIXEL_FLOWS = ("flow_matching", "diffusion")
 QUICK_ENCODER = ["components.encoder.width=32"]
 SHOWN = 16  # images reconstructed, interpolated and restored per system
 
@@ -68,7 +76,7 @@ def overrides(name: str, root: Path, quick: bool, fast: bool, extra: list[str]) 
     spec, quick_overrides = SYSTEMS[name]
     out = [f"data.root={root}", "log_every=10"]
     if quick:
-        out += QUICK_COMMON + quick_overrides
+        out += QUICK_COMMON + ([] if name in PIXEL_FLOWS else QUICK_WIDTH) + quick_overrides
         if name in ("ae", "vae", "wae_mmd"):
             out += QUICK_ENCODER
     if fast:
@@ -115,6 +123,9 @@ def evaluate_system(name: str, run_url: str, out: Path, real: dict[str, torch.Te
     write_png(out / "samples.png", png_bytes(image_grid(samples[:64])))
     result["judge"] = judge.relative(judge.score(samples))
     result["inception_fid"] = inception_fid(run_url, judge.n, fid)
+    if name in PIXEL_FLOWS:
+        result["applications"] = "left out: latent search through the solver is too slow here"
+        return result
     for split, images in real.items():
         if not len(images):
             continue

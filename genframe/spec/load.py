@@ -241,9 +241,20 @@ def _float_hint(text: str) -> str:
     return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else text
 
 
+def _whole_number(checker, instance) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+#: JSON Schema validation where an integer is a whole number as YAML wrote it: JSON Schema itself
+#: accepts 1.0 for an integer field, which then reaches a layer size or a step count as a float.
+SpecValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _whole_number))
+
+
 def validate(data: dict, source: str, registry: Registry | None = None) -> None:
     """Raise ``SpecError`` naming the file and field of the first problem found."""
-    check_schema(data, jsonschema.Draft202012Validator(build_schema(registry)), source)
+    check_schema(data, SpecValidator(build_schema(registry)), source)
 
 
 def check_schema(data: Any, validator: jsonschema.Draft202012Validator, source: str) -> None:

@@ -29,7 +29,8 @@ import jsonschema
 from genframe.build.system import build
 from genframe.errors import GenframeError, SpecError
 from genframe.components.registry import Registry, get_registry
-from genframe.spec.load import apply_overrides, build_schema, check_schema, load_spec, parse_yaml, read_text
+from genframe.spec.load import (SpecValidator, apply_overrides, build_schema, check_schema, load_spec, parse_yaml,
+                                read_text)
 
 SWEEP_FORMAT = 1
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform", "int")
@@ -314,8 +315,8 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
     registry = registry or get_registry()
     overrides = tuple(overrides)
     data = apply_overrides(parse_yaml(read_text(url), url), overrides, url)
-    check_schema(data, jsonschema.Draft202012Validator(SWEEP_SCHEMA), url)
-    validator = jsonschema.Draft202012Validator(build_schema(registry))
+    check_schema(data, SpecValidator(SWEEP_SCHEMA), url)
+    validator = SpecValidator(build_schema(registry))
     top_search = {p: _dimension(p, d, f"search.{p}", url) for p, d in data.get("search", {}).items()}
     seeds = _seed_list(data.get("seeds", 1))
     final = data.get("final")

@@ -83,6 +83,12 @@ def test_a_key_given_twice_names_both_lines(tmp_path, capsys, tiny_spec):
     assert f"duplicate key 'generator' (lines {where + 2} and {first + 1})" in message
 
 
+def test_a_whole_number_field_refuses_a_decimal(write_spec, tiny_spec, capsys):
+    # JSON Schema counts 1.0 as an integer; a layer width of 1.0 would then reach torch as a float
+    message = one_line_error(capsys, ["validate", write_spec(tiny_spec), "--set", "components.generator.width=8.0"])
+    assert message.endswith("components.generator.width: found 8.0 (number), expected integer")
+
+
 @pytest.mark.parametrize("override, field", [
     ("stages.0.trainer.optimizer={type: adam, lr: .inf}", "stages[0].trainer.optimizer.lr"),
     ("stages.0.trainer.epochs=.nan", "stages[0].trainer.epochs"),
