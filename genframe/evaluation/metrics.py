@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import attrs
 import torch
 
+from genframe.build.sampler import Sampler
 from genframe.errors import GenframeError
 from genframe.ops.images import to_uint8
 from genframe.components.registry import Registry, get_registry
@@ -156,7 +157,11 @@ def result_name(metric: Metric) -> str:
 
 def compute_metrics(metrics: list[Metric], sample: Callable, real_images: torch.Tensor | None,
                     device: torch.device) -> tuple[dict[str, float], dict[str, dict]]:
-    """(results, protocols by metric name) of every metric, sharing extracted features between them."""
+    """(results, protocols by metric name) of every metric, sharing extracted features between them.
+
+    When ``sample`` is a system's sampler chain, the protocols also say how its links sampled
+    (``sampling``: a flow's solver and network evaluations), which the numbers depend on too.
+    """
     results: dict[str, float] = {}
     protocols: dict[str, dict] = {}
     with shared_features():
@@ -168,4 +173,7 @@ def compute_metrics(metrics: list[Metric], sample: Callable, real_images: torch.
                                     "them another name")
             results.update(values)
             protocols[result_name(metric)] = metric.protocol()
+    sampling = sample.protocol() if isinstance(sample, Sampler) else {}
+    if results and sampling:
+        protocols["sampling"] = sampling
     return results, protocols

@@ -110,10 +110,7 @@ def evaluate_run(run_url: str, *, metrics: list[str] | None = None, n: int | Non
         data = _reference_data(system, reference, registry)
         real, _ = data.load()
         reference_record = {"data": data.config()}
-    sampler = Sampler(system, dev)
-    results, protocols = compute_metrics(chosen, sampler, real, dev)
-    if sampler.protocol():
-        protocols = {**protocols, "sampling": sampler.protocol()}
+    results, protocols = compute_metrics(chosen, Sampler(system, dev), real, dev)
     stage, step = _evaluated_position(system, storage, checkpoint)
     record = {"stage": stage, "step": step, "event": "evaluation", **results, "protocol": protocols,
               "eval": {"checkpoint": checkpoint, "reference": reference_record,

@@ -486,8 +486,6 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
         results, protocols = compute_metrics(system.evaluation.metrics, sampler, the_run.build_ctx.images,
                                              the_run.device)
     if results:
-        if sampler.protocol():
-            protocols = {**protocols, "sampling": sampler.protocol()}
         storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results, "protocol": protocols})
     the_run.hook.genframe_evaluated(run=the_run.info, stage=stage.name, step=step, results=results,
                                              images=written)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -30,12 +31,17 @@ SHIPPED = sorted(p.stem for p in SPECS.glob("*.yaml"))
 NARROW = {"width": 4, "hidden": 16}  # the sizes that set a network's cost
 
 
+def _whole_number(hint) -> bool:
+    return hint is int or (typing.get_origin(hint) in (typing.Union, types.UnionType)
+                           and set(typing.get_args(hint)) == {int, type(None)})
+
+
 def _narrowing(path: str, component: dict, cls: type, registry) -> list[str]:
-    """``path.width=4`` (and hidden=16) for every network under ``path`` (nested ones included)."""
+    """``path.width=4`` (and hidden=16) for every network under ``path`` (nested ones included);
+    sizes given as lists (an MLP's hidden layers) are left as they are."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in attrs.fields(cls)}
-    found = [f"{path}.{name}={size}" for name, size in NARROW.items()
-             if name in fields and isinstance(component.get(name, hints[name]), (int, type))]
+    found = [f"{path}.{name}={size}" for name, size in NARROW.items() if name in fields and _whole_number(hints[name])]
     for key, value in component.items():
         if isinstance(value, dict) and "type" in value and key in fields:
             role = next(r for r in typing.get_args(hints[key]) or (hints[key],) if hasattr(r, "role")).role

@@ -8,6 +8,8 @@ softplus terms away. BEGAN's scores are reconstruction energies of its autoencod
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 
@@ -109,15 +111,15 @@ class _Relativistic(Divergence):
     With C the critic's raw score, the relativistic scores are r = C(x_r) - mean C(x_f) and
     f = C(x_f) - mean C(x_r) (means over the global batch). The critic wants r high and f low; the
     generator wants the opposite, so, unlike the standard objectives, its loss also pulls the real
-    images' relative scores down. Subclasses give ``cost(s)``, the cost of a relativistic score
-    ``s`` where the critic wanted it high.
+    images' relative scores down. Subclasses give ``cost(s, sign)``, the mean cost of relativistic
+    scores ``s`` that the critic wants on the side of ``sign``.
     """
 
     generator_reads_real = True
 
+    @abc.abstractmethod
     def cost(self, relative: torch.Tensor, sign: float) -> torch.Tensor:
         """Mean cost of relativistic scores the critic wants on the side of ``sign`` (+1 or -1)."""
-        raise NotImplementedError
 
     @staticmethod
     def relative(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ derives the rest (the noisy point, the starting point, re-noising for stochastic
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Literal
 
@@ -25,8 +26,9 @@ def _column(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class _Gaussian(ProbabilityPath):
     """x_t = a(t) x1 + s(t) x0; subclasses give ``scales`` (and their derivatives where they need them)."""
 
+    @abc.abstractmethod
     def scales(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(a(t), s(t)): how much data and how much noise x_t holds at time ``t``."""
 
     def noisy(self, data: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a, s = self.scales(_column(t, data))

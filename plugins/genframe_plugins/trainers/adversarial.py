@@ -100,7 +100,8 @@ class Adversarial(Trainer):
         noise = per_example(lambda m: self._prior.sample(m, device=self._ctx.device, generator=self._ctx.generator), n)
         return self._generator(noise) if labels is None else self._generator(noise, labels)
 
-    def _critic_step(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _critic_step(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                torch.Tensor | None]:
         indices = self._batches.indices(batch)
         real = self._batches.images(batch)
         labels = None if self._labels is None else self._labels[indices]
@@ -119,17 +120,17 @@ class Adversarial(Trainer):
         self._d_opt.step()
         for constraint in self.constraints:
             constraint.after_critic_step(self._critic)
-        return loss.detach(), penalty.detach(), real_scores.detach(), labels
+        return loss.detach(), penalty.detach(), real, real_scores.detach(), labels
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         self._critic.requires_grad_(True)
         for k in range(self.n_critic):
-            critic_loss, penalty, real_scores, labels = self._critic_step(step * self.n_critic + k)
+            critic_loss, penalty, real, real_scores, labels = self._critic_step(step * self.n_critic + k)
         self._critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         scorer = self._scorer(labels)
         if self.divergence.generator_reads_real:
             with torch.no_grad():  # the same real batch, scored by the critic after its last update
-                real_scores = scorer(self._batches.images((step + 1) * self.n_critic - 1))
+                real_scores = scorer(real)
         fake_scores = scorer(self._fakes(self._batches.local_batch_size, labels))
         generator_loss = self.divergence.generator_loss(real_scores, fake_scores)
         self._g_opt.zero_grad(set_to_none=True)

@@ -36,6 +36,23 @@ def glann_flow(path: str = "linear") -> dict:
     return spec
 
 
+def pixel_flow(limit: int, epochs: int, generator: dict, network: dict | None = None, trainer: dict | None = None):
+    """A flow generator on digits at 8 px with a tiny U-Net."""
+    return {
+        "name": "tiny-pixel-flow", "seed": 0, "device": "cpu",
+        "data": {"type": "digits", "image_size": 8, "limit": limit},
+        "components": {
+            "noise": {"type": "gaussian", "dim": 64},
+            "generator": {"type": "flow", "channels": 1, "image_size": 8, **generator,
+                          "network": {"type": "unet", "width": 8, "multipliers": [1, 2], "blocks": 1,
+                                      **(network or {})}},
+        },
+        "stages": [{"name": "flow", "trainer": {"type": "flow_matching", "model": "generator", "targets": "data",
+                                                "epochs": epochs, "batch_size": 16, **(trainer or {})}}],
+        "sampler": ["noise", "generator"], "evaluation": {"n_samples": 4}, "log_every": 1,
+    }
+
+
 def _log(url: str, stage: str) -> list[dict]:
     return [r for r in RunStorage.open(url).read_log() if r["stage"] == stage and "event" not in r]
 
@@ -68,20 +85,8 @@ def test_an_interrupted_flow_stage_resumes_exactly(write_spec, tmp_path):
 
 
 def test_class_conditional_pixels_with_guidance(write_spec, tmp_path):
-    spec = {
-        "name": "tiny-pixel-flow", "seed": 0, "device": "cpu",
-        "data": {"type": "digits", "image_size": 8, "limit": 64},
-        "components": {
-            "noise": {"type": "gaussian", "dim": 64},
-            "generator": {"type": "flow", "channels": 1, "image_size": 8, "guidance": 2.0,
-                          "network": {"type": "unet", "width": 8, "multipliers": [1, 2], "blocks": 1,
-                                      "num_classes": 10},
-                          "path": {"type": "vp_cosine"}, "solver": {"type": "euler", "steps": 4}},
-        },
-        "stages": [{"name": "flow", "trainer": {"type": "flow_matching", "model": "generator", "targets": "data",
-                                                "epochs": 2, "batch_size": 16, "label_dropout": 0.2}}],
-        "sampler": ["noise", "generator"], "evaluation": {"n_samples": 4}, "log_every": 1,
-    }
+    spec = pixel_flow(64, 2, {"guidance": 2.0, "path": {"type": "vp_cosine"}, "solver": {"type": "euler", "steps": 4}},
+                      network={"num_classes": 10}, trainer={"label_dropout": 0.2})
     finished = train(write_spec(spec), out=str(tmp_path / "run"))
     assert len(_log(finished.url, "flow")) == 8
     images, _ = sample(finished.url, 4, seed=0, label=3)
@@ -115,7 +120,8 @@ def test_evaluations_record_the_solver_and_its_network_evaluations(write_spec, t
     spec["evaluation"]["metrics"] = [{"type": "fid", "n": 16, "cache": False, "features": {"type": "pixel_stats"}}]
     finished = train(write_spec(spec), out=str(tmp_path / "run"), registry=registry)
     logged = [r for r in RunStorage.open(finished.url).read_log() if r.get("event") == "evaluation"][-1]
-    expected = {"mapper": {"path": {"type": "linear", "time_sampling": "uniform"}, "solver": {"type": "heun", "steps": 4},
+    expected = {"mapper": {"path": {"type": "linear", "time_sampling": "uniform"},
+                           "solver": {"type": "heun", "steps": 4},
                            "evaluations": 8, "guidance": 1.0, "average": None}}
     assert logged["protocol"]["sampling"] == expected
     assert evaluate_run(finished.url, registry=registry)["protocol"]["sampling"] == expected
@@ -154,19 +160,7 @@ def test_the_average_follows_its_formula():
 def test_a_pixel_flow_can_be_inverted_by_latent_search(write_spec, tmp_path):
     from genframe.trained import applications as app
 
-    spec = {
-        "name": "tiny-pixel-flow", "seed": 0, "device": "cpu",
-        "data": {"type": "digits", "image_size": 8, "limit": 32},
-        "components": {
-            "noise": {"type": "gaussian", "dim": 64},
-            "generator": {"type": "flow", "channels": 1, "image_size": 8,
-                          "network": {"type": "unet", "width": 8, "multipliers": [1, 2], "blocks": 1},
-                          "solver": {"type": "euler", "steps": 2}},
-        },
-        "stages": [{"name": "flow", "trainer": {"type": "flow_matching", "model": "generator", "targets": "data",
-                                                "epochs": 1, "batch_size": 16}}],
-        "sampler": ["noise", "generator"], "evaluation": {"n_samples": 4}, "log_every": 1,
-    }
+    spec = pixel_flow(32, 1, {"solver": {"type": "euler", "steps": 2}})
     finished = train(write_spec(spec), out=str(tmp_path / "run"))
     trained = app.load(finished.url)
     images, _ = sample(finished.url, 2, seed=1)
