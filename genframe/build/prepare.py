@@ -10,7 +10,7 @@ import torch
 
 from genframe.build.context import BuildContext
 from genframe.build.sampler import Sampler
-from genframe.build.system import System
+from genframe.build.system import System, check_sizes_after_setup
 from genframe.components.roles import ModuleComponent
 from genframe.errors import GenframeError
 from genframe.ops import distributed
@@ -66,6 +66,7 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
         if isinstance(comp, ModuleComponent):
             comp.to(device, memory_format=torch.channels_last if system.channels_last else torch.preserve_format)
             distributed.convert_batch_norm(comp, device)  # under torchrun: statistics of the global batch
+    check_sizes_after_setup(system)
     for stage in system.stages:
         stage.trainer.prepare_components(system.components)  # before any checkpoint is loaded
     check_image_shape(system, ctx)

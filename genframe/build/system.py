@@ -135,11 +135,42 @@ def _check_sampler(sampler: list[str], components: dict[str, Component], source:
             expected = {Prior: "a prior", Generator: "a generator", LatentMapper: "a latent_mapper"}[wanted[0]]
             raise SpecError(f"{name!r} is {_a(comp.role)}; position {i} of the sampler chain needs {expected} "
                             "(chain: prior, latent mappers..., generator)", source=source, path=f"sampler[{i}]")
+    for name, comp in components.items():
+        if isinstance(comp, Prior) and comp.dim is None and name != sampler[0]:
+            raise SpecError(f"{name!r} does not start the sampler chain, so nothing gives it a size; set its dim",
+                            source=source, path=f"components.{name}.dim")
+    _size_chain_prior(sampler, components)
     _check_sampler_widths(sampler, components, source)
 
 
+def _takes(comp: Component) -> int | None:
+    """The width of vectors a sampler-chain link takes (None while it waits for the data's shape)."""
+    return comp.latent_dim if isinstance(comp, Generator) else comp.in_dim
+
+
+def _size_chain_prior(sampler: list[str], components: dict[str, Component]) -> None:
+    """A prior left without ``dim`` draws vectors as wide as the link it feeds takes, once that is known."""
+    prior = components[sampler[0]]
+    if prior.dim is None and len(sampler) > 1:
+        prior.dim = _takes(components[sampler[1]])
+
+
+def check_sizes_after_setup(system: System) -> None:
+    """Size the chain's prior and repeat the build-time checks of sizes that were waiting for the
+    data's shape (a flow generator's noise is as large as the images)."""
+    _size_chain_prior(system.sampler, system.components)
+    prior = system.sampler[0]
+    if system.components[prior].dim is None:
+        raise SpecError(f"{prior!r} has no dim and {system.sampler[1]!r} does not say what it takes; set its dim",
+                        source=system.source, path=f"components.{prior}.dim")
+    _check_sampler_widths(system.sampler, system.components, system.source)
+    for stage in system.stages:
+        _check_combination(stage.trainer, f"stages[{stage.index}].trainer", system.components, system.source)
+
+
 def _check_sampler_widths(sampler: list[str], components: dict[str, Component], source: str) -> None:
-    """Every link takes vectors as wide as the previous one makes, read from the declared dims."""
+    """Every link takes vectors as wide as the previous one makes, read from the declared dims
+    (a width that waits for the data's shape is checked after setup)."""
     prior = components[sampler[0]]
     assert isinstance(prior, Prior)
     width, previous, made_by = prior.dim, sampler[0], f"components.{sampler[0]}.dim"
@@ -147,7 +178,7 @@ def _check_sampler_widths(sampler: list[str], components: dict[str, Component], 
         comp = components[name]
         field = "latent_dim" if isinstance(comp, Generator) else "in_dim"
         wanted = getattr(comp, field)
-        if wanted != width:
+        if None not in (width, wanted) and wanted != width:
             raise SpecError(f"{previous!r} makes {width}-d vectors ({made_by}) but {name!r} takes {wanted}-d "
                             "ones; make them equal", source=source, path=f"components.{name}.{field}")
         if isinstance(comp, LatentMapper):

@@ -147,9 +147,14 @@ class Dataset(Component):
 
 @_role("prior")
 class Prior(Component):
-    """A distribution to draw latent vectors from."""
+    """A distribution to draw latent vectors from.
 
-    dim: int  # size of one sample (a spec parameter of every prior)
+    ``dim`` may be left None by the spec when the prior starts the sampler chain: genframe then sets
+    it to the width of the link it feeds, at build time when that width is declared and after setup
+    when it depends on the data (a flow generator's noise has the images' shape).
+    """
+
+    dim: int | None  # size of one sample (a spec parameter of every prior)
 
     @abc.abstractmethod
     def sample(self, n: int, *, device: torch.device | str = "cpu",
@@ -229,7 +234,7 @@ class Generator(ModuleComponent):
     A class-conditional generator sets ``num_classes`` and takes ``forward(z, labels)``.
     """
 
-    latent_dim: int  # size of the latent vector it takes
+    latent_dim: int | None  # size of the latent vector it takes; None until setup when it is the data's
     num_classes: int | None = None  # set by class-conditional generators
 
     @abc.abstractmethod
@@ -516,7 +521,11 @@ class Trainer(Component):
 
     def check(self, components: dict[str, Component], path: str) -> None:
         """Refuse combinations of components that cannot work, at build time (before any data is
-        read): raise ``SpecError`` naming the field. ``path`` is this trainer's spec path."""
+        read): raise ``SpecError`` naming the field. ``path`` is this trainer's spec path.
+
+        Sizes that depend on the data (a prior's ``dim`` or a generator's ``latent_dim`` left to the
+        data's shape) are None at build time: skip comparisons with None. The check runs again
+        after setup, when every size is known."""
 
     def prepare_components(self, components: dict[str, Component]) -> None:
         """Called once after every named component is set up and before any saved weights are

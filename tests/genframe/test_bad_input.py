@@ -216,7 +216,13 @@ def test_an_empty_folder_may_hold_a_new_run(tmp_path, write_spec, tiny_spec):
     ("wgan_gp.yaml", "components.prior.dim=12", "components.generator.latent_dim: 'prior' makes 12-d vectors"),
     ("glo.yaml", "components.codes.dim=32", "components.generator.latent_dim: encoder 'codes' makes 32-d codes"),
     ("glann.yaml", "components.generator.channels=3", "produces images of shape (3, 28, 28)"),
-], ids=["mapper-out", "noise-in", "prior-generator", "codes-generator", "image-channels"])
+    # checked once the flow generator has taken the data's shape (784 = 1 x 28 x 28)
+    ("flow_matching.yaml", "components.noise.dim=100", "components.generator.latent_dim: 'noise' makes 100-d "
+                                                       "vectors (components.noise.dim) but 'generator' takes 784-d"),
+    ("glann.yaml", "components.spare={type: gaussian}", "components.spare.dim: 'spare' does not start the sampler "
+                                                        "chain, so nothing gives it a size; set its dim"),
+], ids=["mapper-out", "noise-in", "prior-generator", "codes-generator", "image-channels", "data-shaped-noise",
+        "unsized-prior"])
 def test_validate_refuses_parts_that_do_not_fit(spec, override, named, capsys):
     from ..conftest import SPECS
 

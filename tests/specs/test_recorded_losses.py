@@ -54,11 +54,6 @@ def _named_class(name: str, registry) -> type:
                 if info.name == name and info.role in ("generator", "critic", "encoder", "latent_mapper", "prior"))
 
 
-# pixel flows state their image shape, which the shrunk data changes
-PIXEL_FLOW = ["components.generator.image_size=16", "components.noise.dim=256"]
-EXTRA = {"flow_matching": PIXEL_FLOW, "diffusion": PIXEL_FLOW}
-
-
 def shrink(name: str) -> list[str]:
     """Overrides that make a shipped spec train in a second: 64 digits at 16 px, widths of 4, a few steps."""
     spec = yaml.safe_load((SPECS / f"{name}.yaml").read_text())
@@ -75,7 +70,7 @@ def shrink(name: str) -> list[str]:
             overrides.append(f"stages.{index}.trainer.steps=3")
         elif "epochs" in trainer:
             overrides.append(f"stages.{index}.trainer.epochs=1")
-    return overrides + EXTRA.get(name, [])
+    return overrides
 
 
 def record(name: str, out: Path) -> list[dict]:

@@ -11,6 +11,8 @@ from genframe.api import sample, train
 from genframe.storage import RunStorage
 
 from ..conftest import SPECS
+from ..plugins.data.test_data import fake_cifar
+from .test_recorded_losses import shrink
 
 
 def _losses(run_url: str, stage: str, key: str) -> list[float]:
@@ -84,6 +86,19 @@ def test_fitted_gaussian_specs_sample_from_the_codes_distribution(spec, shrink, 
     if spec == "glo.yaml":  # the code table is in the checkpoint too: the fit is its mean
         torch.testing.assert_close(mean, state["codes"]["codes"].mean(0), rtol=0, atol=1e-5)
     assert len(_losses(finished.url, "fit", "nll")) == 1
+
+
+@pytest.mark.parametrize("spec", ["flow_matching", "diffusion", "glann_flow"])
+def test_flow_specs_take_another_data_set_with_one_line(spec, tmp_path):
+    """``--set data.type=cifar10`` is the whole change: noise and networks take the colour images' shape."""
+    fake_cifar(tmp_path / "cifar", n_per_batch=8)
+    shrunk = [o for o in shrink(spec) if not o.startswith("data=")]
+    finished = train(str(SPECS / f"{spec}.yaml"), out=str(tmp_path / "run"), overrides=[
+        "data.type=cifar10", *shrunk, f"data.root={tmp_path / 'cifar'}", "data.image_size=16", "data.download=false"])
+    images, _ = sample(finished.url, 2, seed=0)
+    assert images.shape == (2, 3, 16, 16)
+    last_stage = "mapper" if spec == "glann_flow" else "flow"
+    assert all(np.isfinite(_losses(finished.url, last_stage, "loss")))
 
 
 def _digit_classifier():

@@ -119,31 +119,48 @@ class FlowMapper(_Flow, LatentMapper):
 class FlowGenerator(_Flow, Generator):
     """A flow or diffusion model of images: standard normal noise of the image's size -> image in [-1, 1].
 
-    Its prior is a Gaussian of dim channels x image_size^2 (the sampler chain checks this).
+    Its prior is a Gaussian of dim channels x image_size^2: leave the prior's dim out (null) and the
+    sampler chain sizes it, so that another data set is one spec line.
     """
 
-    channels: int = param(1, ge=1, help="image channels (the data's)")
-    image_size: int = param(28, ge=1, help="image side (the data's)")
+    channels: int | None = param(None, ge=1, help="image channels; default: the data's")
+    image_size: int | None = param(None, ge=1, help="image side; default: the data's")
     network: TimeNetwork = param(factory=lambda: {"type": "unet"}, help="the time-conditioned network")
     path: ProbabilityPath = param(factory=lambda: {"type": "linear"}, help="flow matching or diffusion")
     solver: Solver = param(factory=lambda: {"type": "heun"}, help="how samples are integrated")
     guidance: float = _guidance_param()
     average: float | None = _average_param()
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.shape: tuple[int, int, int] | None = None  # (C, H, W) of the images, once known
+        if self.channels is not None and self.image_size is not None:
+            self.shape = (self.channels, self.image_size, self.image_size)
+
     @property
-    def latent_dim(self) -> int:
-        return self.channels * self.image_size ** 2
+    def latent_dim(self) -> int | None:
+        """C x H x W; None until setup when the image shape is the data's."""
+        return None if self.shape is None else self.shape[0] * self.shape[1] * self.shape[2]
 
     @property
     def num_classes(self) -> int | None:
         return self.network.num_classes
 
     def setup(self, ctx: BuildContext) -> None:
+        size = ctx.image_size if self.image_size is None else self.image_size
+        self.shape = (ctx.channels if self.channels is None else self.channels, size, size)
+        for name, value in (("channels", self.shape[0]), ("image_size", size)):
+            wanted = getattr(self.network, name, value)
+            if wanted is None:
+                setattr(self.network, name, value)
+            elif wanted != value:
+                raise GenframeError(f"flow: network.{name} is {wanted} but the generator's images have {value}; "
+                                    f"leave network.{name} out to take the generator's")
         self.network.setup(ctx)
         self._setup_average()
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        noise = z.reshape(-1, self.channels, self.image_size, self.image_size)
+        noise = z.reshape(-1, *self.shape)
         return self.integrate(noise, labels).clamp(-1.0, 1.0)
 
 

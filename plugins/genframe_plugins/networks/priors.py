@@ -15,38 +15,50 @@ from genframe import GenframeError, ModuleComponent, Prior, component, hookimpl,
 from genframe_plugins.networks.latents import project
 
 
+def _dim_param():
+    return param(None, ge=1, help="size of one sample; default: the width of the link it feeds in the sampler "
+                                  "chain (a generator's latent_dim, a mapper's in_dim)")
+
+
+def _width(prior: Prior) -> int:
+    if prior.dim is None:
+        raise GenframeError(f"{prior.type_name}: dim is not set and this prior does not start a sampler chain "
+                            "that could size it; give its dim")
+    return prior.dim
+
+
 @component("prior", "gaussian")
 class Gaussian(Prior):
     """Standard normal N(0, I): the usual GAN and VAE prior."""
 
-    dim: int = param(64, ge=1, help="size of one sample (the latent size of what consumes it)")
+    dim: int | None = _dim_param()
 
     def sample(self, n: int, *, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.dim, device=device, generator=generator)
+        return torch.randn(n, _width(self), device=device, generator=generator)
 
 
 @component("prior", "uniform")
 class Uniform(Prior):
     """Uniform on the cube [-1, 1]^dim: bounded noise, as in the original DCGAN."""
 
-    dim: int = param(64, ge=1, help="size of one sample (the latent size of what consumes it)")
+    dim: int | None = _dim_param()
 
     def sample(self, n: int, *, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.rand(n, self.dim, device=device, generator=generator).mul_(2.0).sub_(1.0)
+        return torch.rand(n, _width(self), device=device, generator=generator).mul_(2.0).sub_(1.0)
 
 
 @component("prior", "sphere")
 class Sphere(Prior):
     """Uniform on the unit sphere: matches GLO codes, which are projected onto that sphere."""
 
-    dim: int = param(64, ge=1, help="size of one sample (the latent size of what consumes it)")
+    dim: int | None = _dim_param()
 
     def sample(self, n: int, *, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> torch.Tensor:
         # A standard Gaussian is rotation invariant, so its directions are uniform on the sphere.
-        return project(torch.randn(n, self.dim, device=device, generator=generator), "sphere")
+        return project(torch.randn(n, _width(self), device=device, generator=generator), "sphere")
 
 
 @component("prior", "fitted_gaussian")

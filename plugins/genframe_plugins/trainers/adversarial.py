@@ -38,7 +38,8 @@ class Adversarial(Trainer):
 
     def check(self, components: dict[str, Component], path: str) -> None:
         generator, critic = components[self.generator], components[self.critic]
-        if components[self.prior].dim != generator.latent_dim:
+        if None not in (components[self.prior].dim, generator.latent_dim) and \
+                components[self.prior].dim != generator.latent_dim:  # None: known after setup, checked again
             raise SpecError(f"prior {self.prior!r} draws {components[self.prior].dim}-d vectors but generator "
                             f"{self.generator!r} takes {generator.latent_dim}-d ones; make them equal",
                             path=f"components.{self.generator}.latent_dim")

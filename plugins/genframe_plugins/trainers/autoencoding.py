@@ -39,7 +39,7 @@ class Autoencoding(Trainer):
 
     def check(self, components: dict[str, Component], path: str) -> None:
         encoder, generator = components[self.encoder], components[self.generator]
-        if encoder.dim != generator.latent_dim:
+        if generator.latent_dim is not None and encoder.dim != generator.latent_dim:  # None: checked after setup
             raise SpecError(f"encoder {self.encoder!r} makes {encoder.dim}-d codes but generator {self.generator!r} "
                             f"takes {generator.latent_dim}-d ones; make them equal",
                             path=f"components.{self.generator}.latent_dim")

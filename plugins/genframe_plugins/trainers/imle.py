@@ -44,7 +44,7 @@ class IMLE(Trainer):
     def check(self, components: dict[str, Component], path: str) -> None:
         model, prior = components[self.model], components[self.prior]
         takes = model.latent_dim if isinstance(model, Generator) else model.in_dim
-        if prior.dim != takes:
+        if None not in (prior.dim, takes) and prior.dim != takes:  # None: known after setup, checked again
             field = "latent_dim" if isinstance(model, Generator) else "in_dim"
             raise SpecError(f"prior {self.prior!r} draws {prior.dim}-d vectors but {self.model!r} takes {takes}-d "
                             "ones; make them equal", path=f"components.{self.model}.{field}")

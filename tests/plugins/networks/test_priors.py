@@ -36,8 +36,11 @@ def test_dim_must_be_positive(cls):
         cls(dim=0)
 
 
-def test_default_dim():
-    assert Gaussian().dim == 64 and Gaussian().sample(2).shape == (2, 64)
+@pytest.mark.parametrize("cls", [Gaussian, Uniform, Sphere])
+def test_without_a_dim_a_prior_waits_for_the_sampler_chain_to_size_it(cls):
+    assert cls().dim is None
+    with pytest.raises(GenframeError, match="dim is not set"):
+        cls().sample(2)
 
 
 def test_gaussian_moments():
