@@ -27,7 +27,7 @@ from genframe.training.optimisers import Optimisers
 __version__ = "0.2.0"
 #: Version of the plugin API in this module: the major number changes when a name is removed or a
 #: signature changes incompatibly; plugins may require ``genframe.API_VERSION >= (1, n)``.
-API_VERSION = (1, 1)
+API_VERSION = (1, 2)
 
 __all__ = [
     # roles and how a component declares itself

@@ -6,13 +6,18 @@ import copy
 
 import pytest
 import torch
+import yaml
 
 from genframe import GenframeError, SpecError
 from genframe.api import train
+from genframe.build.sampler import Sampler
 from genframe.training.context import BuildContext, StageContext
 from genframe.training import graphs
-from genframe.training.graphs import WARMUP_STEPS, CaptureError, StepRunner, _RecordedGraph, resolve_mode
+from genframe.ops.graphs import CaptureError, RecordedGraph
+from genframe.training.graphs import WARMUP_STEPS, StepRunner, resolve_mode
 from genframe.storage import RunStorage
+from genframe.trained.loading import load_trained
+from genframe_plugins.networks.flows import FlowMapper
 
 from ..conftest import checkpoint_weights, crash_and_resume
 from .tiny_specs import (BEGAN, CONDITIONAL, GAN, GLANN, GLANN_FLOW, RELATIVISTIC, VAE, assert_same_losses,
@@ -131,7 +136,7 @@ def test_modes():
 
 def test_a_recorded_step_replays_on_what_its_tensors_hold_now():
     source, total = torch.tensor([1.0, 2.0]), torch.zeros(())
-    graph = _RecordedGraph()
+    graph = RecordedGraph()
     out = graph.capture(lambda: {"double": source * 2, "total": total.add_(source.sum())})
     assert out["double"].tolist() == [2.0, 4.0] and float(total) == 3.0
     source.copy_(torch.tensor([5.0, 7.0]))  # updated in place: the replay sees it
@@ -161,7 +166,7 @@ def test_a_recorded_step_replays_autograd_and_the_optimiser():
         loss = (expected_weight * inputs).square().sum()
         expected.append(float(loss))
         expected_weight -= 0.1 * 2 * expected_weight * inputs.square()
-    graph = _RecordedGraph()
+    graph = RecordedGraph()
     out = graph.capture(step)  # runs the first step
     assert float(out["loss"]) == pytest.approx(expected[0])
     graph.replay()
@@ -173,7 +178,7 @@ def test_a_recorded_step_replays_autograd_and_the_optimiser():
 @pytest.mark.parametrize("host_read", [lambda t: t.sum().item(), lambda t: bool(t.sum() > 0), lambda t: t.nonzero()])
 def test_reading_a_value_on_the_host_during_capture_is_refused(host_read):
     with pytest.raises(CaptureError, match="host"):
-        _RecordedGraph().capture(lambda: {"x": host_read(torch.ones(3))})
+        RecordedGraph().capture(lambda: {"x": host_read(torch.ones(3))})
 
 
 class _ItemTrainer:
@@ -217,7 +222,7 @@ def test_running_out_of_memory_while_capturing_is_reported_as_such(write_spec, t
     def exhausted(self, step):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(graphs._RecordedGraph, "capture", exhausted)
+    monkeypatch.setattr(RecordedGraph, "capture", exhausted)
     with pytest.raises(GenframeError, match=r"out of GPU memory; lower stages\[0\]\.trainer\.batch_size"):
         train(write_spec(_emulated(WGAN_GP)), out=str(tmp_path / "run"))
 
@@ -233,3 +238,86 @@ def test_cuda_graphs_train_like_eager_steps_on_a_gpu(spec, write_spec, tmp_path,
     train(write_spec(on_gpu, "eager.yaml"), out=str(tmp_path / "eager"))
     train(write_spec({**on_gpu, "cuda_graphs": True}, "graphs.yaml"), out=str(tmp_path / "graphs"))
     assert_same_losses(losses(tmp_path / "eager"), losses(tmp_path / "graphs"))
+
+
+# --------------------------------------------------------------------------- sampling through graphs
+
+#: A flow mapper with the stochastic solver: links that draw random numbers of their own.
+STOCHASTIC_FLOW = {**GLANN_FLOW, "name": "stochastic-flow", "components": {
+    **GLANN_FLOW["components"],
+    "mapper": {**GLANN_FLOW["components"]["mapper"], "solver": {"type": "stochastic", "steps": 3, "churn": 1.0}}}}
+
+
+@pytest.fixture(scope="module")
+def stochastic_flow_run(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("stochastic-flow")
+    (folder / "spec.yaml").write_text(yaml.safe_dump(STOCHASTIC_FLOW))
+    return train(str(folder / "spec.yaml"), out=str(folder / "run")).url
+
+
+def _sampled(run_url: str, graphs, seed: int = 0, batches: int = 3) -> tuple[torch.Tensor, Sampler]:
+    system, device = load_trained(run_url)
+    sampler = Sampler(system, device, graphs=graphs)
+    return sampler(5 * batches, torch.Generator().manual_seed(seed), batch_size=5), sampler
+
+
+def test_the_seed_fixes_what_links_draw_and_the_global_random_state_is_left_alone(stochastic_flow_run):
+    system, device = load_trained(stochastic_flow_run)
+    before = torch.get_rng_state()
+    first = Sampler(system, device, graphs=False)(15, torch.Generator().manual_seed(0), batch_size=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    again, _ = _sampled(stochastic_flow_run, False)
+    other, _ = _sampled(stochastic_flow_run, False, seed=1)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    # the solver's own noise matters: without churn the same seed gives other images
+    system.components["mapper"].solver.churn = 0.0
+    deterministic = Sampler(system, device, graphs=False)(15, torch.Generator().manual_seed(0), batch_size=5)
+    assert not torch.equal(first, deterministic)
+
+
+def test_replayed_sampling_gives_the_eager_samples(stochastic_flow_run, capsys):
+    eager, _ = _sampled(stochastic_flow_run, False)
+    replayed, sampler = _sampled(stochastic_flow_run, "emulate")
+    # batch 1 warms up, batch 2 is captured, batch 3 replays the capture with its own noise and seed
+    assert [type(r).__name__ for r in sampler._replays.values()] == ["_Replay"]
+    torch.testing.assert_close(replayed, eager, rtol=0, atol=0)
+    assert "cannot be captured" not in capsys.readouterr().err
+
+
+def test_a_chain_that_reads_values_on_the_host_samples_eagerly_with_a_warning(stochastic_flow_run, capsys,
+                                                                             monkeypatch):
+    eager, _ = _sampled(stochastic_flow_run, False)
+    original = FlowMapper.forward
+    # a value read on the host (here a boolean of a tensor) cannot be part of a graph
+    monkeypatch.setattr(FlowMapper, "forward", lambda self, noise: original(self, noise) * bool(noise.isfinite().all()))
+    fallback, sampler = _sampled(stochastic_flow_run, "emulate")
+    assert sampler.graphs == "off" and "cannot be captured" in capsys.readouterr().err
+    torch.testing.assert_close(fallback, eager, rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_sampling_matches_eager_sampling_on_a_gpu(stochastic_flow_run):
+    system, device = load_trained(stochastic_flow_run, device="cuda")
+    eager = Sampler(system, device, graphs=False)(30, torch.Generator(device).manual_seed(0), batch_size=10)
+    sampler = Sampler(system, device, graphs=True)
+    replayed = sampler(30, torch.Generator(device).manual_seed(0), batch_size=10)
+    assert sampler.graphs == "cuda" and len(sampler._replays) == 1
+    torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_replayed_sampling_of_a_guided_pixel_flow_gives_the_eager_samples(write_spec, tmp_path):
+    # labels are graph inputs too; a U-Net, a diffusion path and guidance's doubled batch inside the graph
+    spec = {"name": "guided", "seed": 0, "device": "cpu", "data": {"type": "digits", "image_size": 8, "limit": 32},
+            "components": {"noise": {"type": "gaussian"},
+                           "generator": {"type": "flow", "guidance": 2.0, "path": {"type": "vp_cosine"},
+                                         "solver": {"type": "heun", "steps": 2},
+                                         "network": {"type": "unet", "width": 8, "multipliers": [1, 2], "blocks": 1,
+                                                     "num_classes": 10}}},
+            "stages": [{"name": "flow", "trainer": {"type": "flow_matching", "model": "generator", "targets": "data",
+                                                    "epochs": 1, "batch_size": 16}}],
+            "sampler": ["noise", "generator"], "evaluation": {"n_samples": 4}}
+    run = train(write_spec(spec), out=str(tmp_path / "run")).url
+    eager, _ = _sampled(run, False)
+    replayed, sampler = _sampled(run, "emulate")
+    assert len([r for r in sampler._replays.values() if r is not None]) == 1
+    torch.testing.assert_close(replayed, eager, rtol=0, atol=0)

@@ -54,7 +54,8 @@ class Stochastic(Solver):
 
     Before each step it goes back in time by ``churn`` of the step, adding the fresh noise the path
     has there, which corrects errors of earlier steps. Needs a path that can re-noise (every
-    Gaussian path).
+    Gaussian path). The noise comes from ``generator``, or else from torch's default generator,
+    which the sampler chain seeds from the sampling seed: the same seed gives the same samples.
     """
 
     steps: int = param(16, ge=1, help="integration steps")
