@@ -9,7 +9,8 @@ when that is less) and writes its output as it goes; a step that fails or times 
 and the next one starts; a step that no longer fits is skipped. The order is the order of what
 matters: the GPU tests (is the fast path correct?), the engine's cost and the fast path against
 hand-written loops, GLANN's epochs, the nearest-neighbour kernel, GLANN end to end with sample
-quality, FID-50k against torch-fidelity, and last the scaling curves.
+quality, a flow's sampling replayed from CUDA graphs, FID-50k against torch-fidelity, and last
+the scaling curves.
 
 ``DIR`` receives each step's log (``<step>.log``) and JSON (``<step>.json``), the environment
 (``environment.json``: GPU, driver, torch, triton) and ``suite.json``: the environment and, per step,
@@ -80,6 +81,9 @@ def steps(out: Path, smoke: bool) -> list[Step]:
                                *(["--quick", "--iterations", "3", "--n", "200", "--set", "stages.0.trainer.epochs=1",
                                   "--set", "stages.1.trainer.epochs=1"] if smoke else [])],
              cap=240, needs=no_mnist),
+        Step("flow_sampling", [script("flow_sampling"), "--device", device, "--out", json_of("flow_sampling"),
+                               *(["--n", "32", "--batch-size", "16", "--steps", "2", "--width", "8",
+                                  "--repeats", "1"] if smoke else [])], cap=120),
         Step("metrics", [script("metrics"), "--device", device, "--out", json_of("metrics"),
                          *(["--n", "8", "--batch-size", "8", "--skip-distance"] if smoke else ["--n", "50000"])],
              cap=180, needs=no_fidelity),

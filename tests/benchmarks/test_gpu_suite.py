@@ -61,10 +61,12 @@ def test_only_names_steps_of_the_suite(suite, monkeypatch, tmp_path):
 
 
 def test_smoke_runs_real_steps(suite, monkeypatch, tmp_path):
-    """The steps' command lines fit the scripts they call (the cheapest two, tiny, on the CPU)."""
-    code = run_main(suite, monkeypatch, "--smoke", "--out", str(tmp_path), "--only", "gpu_tests,neighbours")
+    """The steps' command lines fit the scripts they call (the cheapest three, tiny, on the CPU)."""
+    code = run_main(suite, monkeypatch, "--smoke", "--out", str(tmp_path), "--only",
+                    "gpu_tests,neighbours,flow_sampling")
     records = json.loads((tmp_path / "suite.json").read_text())["steps"]
-    assert code == 0 and [r["status"] for r in records] == ["passed", "passed"], records
+    assert code == 0 and [r["status"] for r in records] == ["passed", "passed", "passed"], records
+    assert records[2]["results"]["nfe"] == 4 and records[2]["results"]["genframe_eager_s"] > 0
     # the step's figures are in suite.json too, as the step wrote them
     assert records[1]["results"] == json.loads((tmp_path / "neighbours.json").read_text())
     assert records[1]["results"]["check"]["matmul_vs_float64_mismatches"] == 0
