@@ -90,6 +90,16 @@ class FlowMapper(_Flow, LatentMapper):
     solver: Solver = param(factory=lambda: {"type": "heun"}, help="how samples are integrated")
     guidance: float = _guidance_param()
     average: float | None = _average_param()
+    standardize: bool = param(
+        True, help="fit the flow to the codes shifted and scaled to zero mean and unit variance per dimension "
+                   "(fitted when its stage starts, as latent diffusion rescales its latents); sampling undoes it. "
+                   "Codes on GLO's unit sphere vary by 1/sqrt(dim) per dimension, far less than the noise")
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.standardize:  # buffers, so that checkpoints hold them and sampling needs no codes
+            self.register_buffer("code_mean", torch.zeros(self.dim))
+            self.register_buffer("code_std", torch.ones(self.dim))
 
     @property
     def in_dim(self) -> int:
@@ -109,10 +119,22 @@ class FlowMapper(_Flow, LatentMapper):
         self.network.setup(ctx)
         self._setup_average()
 
+    @torch.no_grad()
+    def fit_codes(self, codes: torch.Tensor) -> None:
+        """Take the mean and standard deviation of the codes the flow will be fitted to (N x dim)."""
+        if self.standardize:
+            self.code_mean.copy_(codes.mean(0))
+            self.code_std.copy_(codes.std(0).clamp(min=1e-6))
+
+    def to_flow(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes as the flow models them: standardized when ``standardize`` is set."""
+        return (codes - self.code_mean) / self.code_std if self.standardize else codes
+
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         # differentiable (through every solver step), so latent searches (reconstruct, restore) work;
         # sampling runs under no_grad
-        return self.integrate(noise)
+        x = self.integrate(noise)
+        return x * self.code_std + self.code_mean if self.standardize else x
 
 
 @component("generator", "flow")

@@ -55,7 +55,9 @@ class FlowMatching(Trainer):
         self._network, self._path = self._model.network, self._model.path
         self._codes = None
         if self.targets != "data":
-            self._codes = ctx.component(self.targets, Encoder).encode_all(ctx.images).detach()
+            codes = ctx.component(self.targets, Encoder).encode_all(ctx.images).detach()
+            self._model.fit_codes(codes)
+            self._codes = self._model.to_flow(codes)
         self._labels = ctx.build.labels if self._network.num_classes else None
         self._batches = ctx.batches(self.batch_size)
         self._optimisers = ctx.optimisers()

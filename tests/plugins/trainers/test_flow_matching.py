@@ -67,13 +67,31 @@ def test_a_flow_learns_the_codes(path, write_spec, tmp_path):
     assert images.shape == (3, 1, 8, 8)
 
 
-def test_the_first_loss_is_what_an_untrained_network_leaves(write_spec, tmp_path):
+@pytest.mark.parametrize("standardize, expected", [(False, 1.25), (True, 2.0)])
+def test_the_first_loss_is_what_an_untrained_network_leaves(standardize, expected, write_spec, tmp_path):
     # the network's output starts at zero: the linear path's first loss is E|x1 - x0|^2 per element,
-    # about mean(x1^2) + 1 = 1/4 + 1 for 4-d codes on the unit sphere
+    # about mean(x1^2) + 1: 1/4 + 1 for 4-d codes on the unit sphere, 1 + 1 for standardized codes
     spec = glann_flow()
+    spec["components"]["mapper"]["standardize"] = standardize
     spec["log_every"] = 1
     finished = train(write_spec(spec), out=str(tmp_path / "run"))
-    assert _log(finished.url, "mapper")[0]["loss"] == pytest.approx(1.25, abs=0.35)
+    assert _log(finished.url, "mapper")[0]["loss"] == pytest.approx(expected, abs=0.35)
+
+
+def test_standardized_codes_are_fitted_saved_and_undone_when_sampling(write_spec, tmp_path):
+    finished = train(write_spec(glann_flow()), out=str(tmp_path / "run"))
+    system, _ = load_trained(finished.url)
+    mapper, codes = system.components["mapper"], system.components["codes"].codes.detach()
+    torch.testing.assert_close(mapper.code_mean, codes.mean(0))  # from the checkpoint: no data read
+    torch.testing.assert_close(mapper.code_std, codes.std(0))
+    flowed = mapper.to_flow(codes)
+    torch.testing.assert_close(flowed.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flowed.std(0), torch.ones(4))
+    # sampling maps the flow's output back: a network that outputs zero leaves noise scaled to the codes
+    torch.nn.init.zeros_(mapper.network.out.weight)
+    torch.nn.init.zeros_(mapper.network.out.bias)
+    noise = torch.randn(5, 4)
+    torch.testing.assert_close(mapper.eval()(noise), noise * mapper.code_std + mapper.code_mean)
 
 
 def test_an_interrupted_flow_stage_resumes_exactly(write_spec, tmp_path):
