@@ -30,6 +30,14 @@ from genframe.storage import RunStorage
 REPO = Path(__file__).resolve().parent.parent
 
 
+def shown(path: str) -> str:
+    """``path`` relative to the repository when it lies inside, as results files record run folders."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import shown
 from digit_judge import Judge
 from quality import mnist_root, overrides
 
@@ -42,7 +43,8 @@ def main() -> None:
     stamp = time.strftime("%H%M%S")
     glo = train(str(REPO / "specs" / "glann.yaml"), out=str(out / f"glo-{stamp}"), device="cpu",
                 overrides=[*overrides("glann", root, True, False, []), "stages.1.trainer.epochs=1"]).url
-    results: dict = {"spec": args.spec, "epochs": args.epochs, "glo": glo, "judge": judge.protocol(), "variants": {}}
+    results: dict = {"spec": args.spec, "epochs": args.epochs, "glo": shown(glo), "judge": judge.protocol(),
+                     "variants": {}}
     for variant in args.variant:
         name, _, sets = variant.partition("=")
         extra = [s for s in sets.split(";") if s]
@@ -52,7 +54,7 @@ def main() -> None:
                                           f"stages.1.trainer.epochs={args.epochs}", "evaluation.every=null"]).url
         seconds = time.process_time() - started
         images, _ = sample(run, judge.n, seed=0, device="cpu")
-        results["variants"][name] = {"overrides": extra, "mapper_cpu_s": round(seconds, 1), "run": run,
+        results["variants"][name] = {"overrides": extra, "mapper_cpu_s": round(seconds, 1), "run": shown(run),
                                      **judge.relative(judge.score(images))}
         print(json.dumps({name: results["variants"][name]}), flush=True)
     if args.json:
