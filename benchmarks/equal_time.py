@@ -2,9 +2,9 @@
 
 Every system gets the same training budget in CPU seconds of this process (one thread, so that
 other work on the machine does not change it): the epochs of its trained stage are chosen from a
-calibration (CPU seconds per extra epoch, from two short runs), then it trains once more with
-them and the digit judge reads ``--n`` samples. The process is warmed up first (the judge is
-trained or loaded), so that one-time costs do not enter the calibration.
+calibration (CPU seconds per extra epoch, from two short runs after a warm-up run, so that the
+one-time costs of a system's first calls do not enter it), then it trains once more with them and
+the digit judge reads ``--n`` samples.
 
 GLANN's variants share one GLO stage, trained once and counted in each budget; its second stage
 is IMLE (glann.yaml), flow matching, variance-preserving diffusion or EDM (glann_flow.yaml with
@@ -84,6 +84,7 @@ class Bench:
         the difference of their times is what the extra epochs cost, without the set-up both share
         (loading the data, encoding the codes), which the final run's reported time includes."""
         short, long = CALIBRATION_EPOCHS.get(name, MAPPER_CALIBRATION)
+        self.train(name, short, "warm-up", reuse)  # first calls of the system's code paths (imports, allocations)
         first, _ = self.train(name, short, f"calibrate-{short}", reuse)
         second, _ = self.train(name, long, f"calibrate-{long}", reuse)
         per_epoch = (second - first) / (long - short)
