@@ -51,12 +51,19 @@ class EMA(Generator):
     def after_update(self) -> None:
         self.generator.after_update()
         self.updates += 1
-        # A device-side choice of weight, so that no update waits for the host.
-        weight = torch.where(self.updates > self.start, 1.0 - self.decay, 1.0).float()
-        for average, live in zip(self.average.parameters(), self.generator.parameters()):
-            average.lerp_(live, weight)
-        for average, live in zip(self.average.buffers(), self.generator.buffers()):
-            average.copy_(live)
+        weight = torch.where(self.updates > self.start, 1.0 - self.decay, 1.0).float()  # chosen on the device
+        average_into(self.average, self.generator, weight)
+
+
+@torch.no_grad()
+def average_into(average: torch.nn.Module, live: torch.nn.Module, weight: float | torch.Tensor) -> None:
+    """average <- average + weight (live - average) for the weights, in place; buffers (batch norm
+    statistics) are copied, not averaged. ``weight`` may be a device tensor, so no update waits for
+    the host."""
+    for averaged, current in zip(average.parameters(), live.parameters()):
+        averaged.lerp_(current, weight)
+    for averaged, current in zip(average.buffers(), live.buffers()):
+        averaged.copy_(current)
 
 
 @hookimpl

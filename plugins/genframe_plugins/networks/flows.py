@@ -16,6 +16,7 @@ import torch
 
 from genframe import (BuildContext, GenframeError, Generator, LatentMapper, ProbabilityPath, Solver, TimeNetwork,
                       component, hookimpl, param)
+from genframe_plugins.networks.ema import average_into
 
 
 class _Flow:
@@ -40,25 +41,22 @@ class _Flow:
     @torch.no_grad()
     def update_average(self) -> None:
         """After an optimiser step: averaged <- decay * averaged + (1 - decay) * network, in place."""
-        if self.averaged is None:
-            return
-        for averaged, current in zip(self.averaged.parameters(), self.network.parameters()):
-            averaged.lerp_(current, 1.0 - self.average)
-        for averaged, current in zip(self.averaged.buffers(), self.network.buffers()):
-            averaged.copy_(current)
+        if self.averaged is not None:
+            average_into(self.averaged, self.network, 1.0 - self.average)
 
     def integrate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         times = self.path.sampling_times(self.solver.steps, noise.device)
         guided = labels is not None and self.guidance != 1.0
         network = self.averaged if self.averaged is not None and not self.training else self.network
+        if guided:  # one batched pass for the conditional and the unconditional ("no class") outputs
+            both_labels = torch.cat([labels, torch.full_like(labels, network.num_classes)])
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             inputs, feature = self.path.network_input(x, t)
             if not guided:
                 output = network(inputs, feature, labels)
-            else:  # one batched pass for the conditional and the unconditional ("no class") outputs
-                unconditional = torch.full_like(labels, network.num_classes)
-                both = network(torch.cat([inputs, inputs]), feature, torch.cat([labels, unconditional]))
+            else:
+                both = network(torch.cat([inputs, inputs]), feature, both_labels)
                 conditional, free = both.chunk(2)
                 output = free + self.guidance * (conditional - free)
             return self.path.velocity(output, x, t)

@@ -88,9 +88,15 @@ class VPCosine(_Gaussian):
     def _diffusion_time(self, t):
         return self.s_min + (self.s_max - self.s_min) * (1.0 - t)
 
+    def _angle(self, t):
+        """u(t) with alpha_bar = cos(u)^2 / cos(u(s = 0))^2."""
+        return (self._diffusion_time(t) + self.offset) / (1 + self.offset) * (math.pi / 2)
+
+    def _norm(self) -> float:
+        return math.cos(self.offset / (1 + self.offset) * math.pi / 2) ** 2
+
     def _alpha_bar(self, t):
-        u = (self._diffusion_time(t) + self.offset) / (1 + self.offset) * (math.pi / 2)
-        return torch.cos(u).square() / math.cos(self.offset / (1 + self.offset) * math.pi / 2) ** 2
+        return torch.cos(self._angle(t)).square() / self._norm()
 
     def scales(self, t):
         alpha_bar = self._alpha_bar(t)
@@ -104,9 +110,8 @@ class VPCosine(_Gaussian):
 
     def velocity(self, output, x_t, t):
         # d alpha_bar / dt through u(s(t)): s' = -(s_max - s_min), du/ds = pi / (2 (1 + offset))
-        u = (self._diffusion_time(t) + self.offset) / (1 + self.offset) * (math.pi / 2)
-        norm = math.cos(self.offset / (1 + self.offset) * math.pi / 2) ** 2
-        d_alpha_bar = torch.sin(2 * u) / norm * (math.pi / 2) / (1 + self.offset) * (self.s_max - self.s_min)
+        d_alpha_bar = (torch.sin(2 * self._angle(t)) / self._norm() * (math.pi / 2) / (1 + self.offset)
+                       * (self.s_max - self.s_min))
         a, s = self.scales(t)
         data = (x_t - s * output) / a  # the data the predicted noise implies
         return d_alpha_bar / (2 * a) * data - d_alpha_bar / (2 * s) * output
