@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from genframe import commands
-from genframe.ops.denormals import flush_denormals
+from genframe.ops.denormals import denormals_flushed
 from genframe.ops.distributed import launched
 from genframe.errors import GenframeError
 
@@ -50,9 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_command(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
-    flush_denormals()  # before torch starts its worker threads, which inherit it
     try:
-        return args.func(args)
+        with denormals_flushed():  # before torch starts its worker threads, which inherit it
+            return args.func(args)
     except GenframeError as exc:
         print(f"genframe: error: {exc}", file=sys.stderr)
         return 1

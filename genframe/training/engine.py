@@ -30,7 +30,7 @@ from genframe.components.roles import ModuleComponent
 from genframe.errors import GenframeError
 from genframe.evaluation.metrics import compute_metrics
 from genframe.ops import distributed
-from genframe.ops.denormals import flush_denormals
+from genframe.ops.denormals import denormals_flushed
 from genframe.ops.images import image_grid, png_bytes, to_uint8
 from genframe.storage import RunStorage
 from genframe.training import graphs
@@ -155,7 +155,8 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         torch.cuda.set_device(dev)
     distributed.join(dev)
     try:
-        return _run(system, out, dev, resume, registry, reuse)
+        with denormals_flushed(dev):
+            return _run(system, out, dev, resume, registry, reuse)
     finally:
         distributed.leave()
 
@@ -190,7 +191,6 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
         checkpoint = reused
     seed_everything(system.seed)
     set_matmul_precision(system.precision, dev)
-    flush_denormals(dev)
     the_run = Run(system, storage, dev, registry, resumed=resume is not None and checkpoint is not None)
     if checkpoint is not None:
         the_run.resume_point = (checkpoint["stage"], checkpoint["step"])
