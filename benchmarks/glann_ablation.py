@@ -41,11 +41,11 @@ from genframe_plugins.networks.priors import FittedGaussian
 REPO = Path(__file__).resolve().parent.parent
 SPEC = str(REPO / "specs" / "glann.yaml")
 
-#: The mapper stage as specs/glann.yaml had it before this ablation (the official code's 50 epochs, one
-#: Adam for the stage): every variant but ``shipped`` switches one thing, or a few, from there.
-PREVIOUS = ["stages.1.trainer.epochs=50", "stages.1.trainer.restart_optimizer=false"]
+#: The mapper stage as specs/glann.yaml had it before this ablation (the official code's mapper, 128-128,
+#: for its 50 epochs with one Adam): every variant in ``_CHANGES`` switches one thing, or a few, from there.
+PREVIOUS = ["components.mapper.hidden=[128,128]", "stages.1.trainer.epochs=50", "stages.1.trainer.restart_optimizer=false"]
 _CHANGES: dict[str, tuple[str, list[str]]] = {
-    "previous": ("the mapper stage before this ablation: 50 epochs, one Adam", []),
+    "previous": ("the mapper stage before this ablation: 128-128, 50 epochs, one Adam", []),
     "pool_batch": ("pool mapped with batch statistics (train mode, chunks of 128)",
                    ["stages.1.trainer.pool_statistics=batch"]),
     "restart_adam": ("a fresh Adam every epoch", ["stages.1.trainer.restart_optimizer=true"]),
@@ -63,10 +63,22 @@ _CHANGES: dict[str, tuple[str, list[str]]] = {
     "epochs_200_restart": ("200 mapper epochs and a fresh Adam every epoch",
                            ["stages.1.trainer.epochs=200", "stages.1.trainer.restart_optimizer=true"]),
 }
+
+
+def _hidden(*widths: int) -> list[str]:
+    return [f"components.mapper.hidden=[{','.join(map(str, widths))}]"]
+
+
 #: Mapper-stage variants: name -> (what changes, overrides of specs/glann.yaml).
 MAPPER_VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "shipped": ("specs/glann.yaml as shipped", []),
-    "shipped_wide_512": ("specs/glann.yaml with the mapper 512-512", ["components.mapper.hidden=[512,512]"]),
+    "shipped": ("specs/glann.yaml as shipped: mapper 4 x 512, 200 epochs, a fresh Adam every epoch", []),
+    "mapper_128x2": ("the official code's mapper, 128-128 (shipped before the capacity ablation)", _hidden(128, 128)),
+    "mapper_512x2": ("mapper 512-512", _hidden(512, 512)),
+    "mapper_512x3": ("mapper 3 x 512", _hidden(512, 512, 512)),
+    "mapper_512x6": ("mapper 6 x 512", _hidden(*[512] * 6)),
+    "mapper_1024x4": ("mapper 4 x 1024", _hidden(*[1024] * 4)),
+    "epochs_400": ("400 mapper epochs, the learning rate halved every 100",
+                   ["stages.1.trainer.epochs=400", "stages.1.trainer.optimizer.schedule.every_epochs=100"]),
     **{name: (text, [*PREVIOUS, *overrides]) for name, (text, overrides) in _CHANGES.items()},
 }
 #: Variants that change the GLO stage, so the whole run is trained again.
@@ -176,6 +188,11 @@ def main() -> None:
     bases = dict(item.split("=", 1) for item in args.base)
     common = [f"data.root={root}", "keep_checkpoints=10", *args.extra]
     results: dict[str, dict[int, dict]] = {}
+    timings: dict[str, dict] = {}
+    if (out / "ablation.json").exists():  # results accumulate over invocations; a variant judged again is replaced
+        earlier = json.loads((out / "ablation.json").read_text())
+        results = {name: {int(seed): row for seed, row in rows.items()} for name, rows in earlier["per_seed"].items()}
+        timings = earlier.get("seconds", {})
     descriptions = {name: text for name, (text, _) in {**MAPPER_VARIANTS, **GLO_VARIANTS}.items()}
     descriptions.update(glo_reconstructions="the GLO generator on 2,000 of its own codes",
                         glo_fitted_gaussian="the GLO generator on a Gaussian fitted to its codes",
@@ -183,7 +200,6 @@ def main() -> None:
                         pool_batch_sampled_bs64="pool_batch, sampled with batch statistics (batches of 64)",
                         official_imle_sampled_bs64="official_imle, sampled as the official code samples "
                                                    "(batch statistics, batches of 64)")
-    timings: dict[str, dict] = {}
 
     def record(name: str, seed: int, row: dict) -> None:
         results.setdefault(name, {})[seed] = row
