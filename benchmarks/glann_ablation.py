@@ -43,7 +43,8 @@ SPEC = str(REPO / "specs" / "glann.yaml")
 
 #: The mapper stage as specs/glann.yaml had it before this ablation (the official code's mapper, 128-128,
 #: for its 50 epochs with one Adam): every variant in ``_CHANGES`` switches one thing, or a few, from there.
-PREVIOUS = ["components.mapper.hidden=[128,128]", "stages.1.trainer.epochs=50", "stages.1.trainer.restart_optimizer=false"]
+PREVIOUS = ["components.mapper.hidden=[128,128]", "stages.1.trainer.epochs=50",
+            "stages.1.trainer.restart_optimizer=false"]
 _CHANGES: dict[str, tuple[str, list[str]]] = {
     "previous": ("the mapper stage before this ablation: 128-128, 50 epochs, one Adam", []),
     "pool_batch": ("pool mapped with batch statistics (train mode, chunks of 128)",
@@ -196,7 +197,8 @@ def main() -> None:
     descriptions = {name: text for name, (text, _) in {**MAPPER_VARIANTS, **GLO_VARIANTS}.items()}
     descriptions.update(glo_reconstructions="the GLO generator on 2,000 of its own codes",
                         glo_fitted_gaussian="the GLO generator on a Gaussian fitted to its codes",
-                        sample_batch_stats="previous, sampled with batch statistics (batches of 64)",
+                        sample_batch_stats="the base run (the spec as shipped when it was trained), sampled with "
+                                           "batch statistics (batches of 64)",
                         pool_batch_sampled_bs64="pool_batch, sampled with batch statistics (batches of 64)",
                         official_imle_sampled_bs64="official_imle, sampled as the official code samples "
                                                    "(batch statistics, batches of 64)")
