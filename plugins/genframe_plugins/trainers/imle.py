@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from genframe import (Component, Encoder, Generator, LatentMapper, Optimizer, Prior, SpecError, StageContext, Trainer,
-                      component, gather_rows, hookimpl, nearest_neighbours, param, per_example, ref)
+                      calibrate_batch_norm, component, gather_rows, hookimpl, nearest_neighbours, param, per_example,
+                      ref)
 from genframe_plugins.trainers._defaults import adam_defaults
 
 
@@ -19,7 +20,8 @@ class IMLE(Trainer):
     Every ``staleness`` epochs, ``sample_factor`` x N noise vectors are drawn and mapped; each target
     (a training image, or a learned code for GLANN) is paired with the exact nearest mapped sample,
     and the model then regresses those pairs. Unlike a GAN, every target is covered by some sample,
-    so there is no mode dropping.
+    so there is no mode dropping. The steps see only matched noise, so the model's batch-norm
+    statistics are measured again on fresh prior noise at the end (``calibrate_statistics``).
     """
 
     model: str = ref(("latent_mapper", "generator"), "mapper",
@@ -32,9 +34,14 @@ class IMLE(Trainer):
     sample_factor: float = param(2.0, gt=0, help="noise samples drawn per target at each refresh")
     staleness: int = param(1, ge=1, help="epochs between refreshes of the nearest-neighbour pairing")
     noise: float = param(0.0, ge=0, help="std of Gaussian noise added to the selected inputs at each step")
-    pool_statistics: Literal["running", "batch"] = param(
+    pool_statistics: Literal["running", "batch", "prior"] = param(
         "running", help="normalisation statistics when the pool is mapped: running (eval mode, as samples are "
-                        "drawn) or batch (train mode in chunks of batch_size, as in the steps)")
+                        "drawn), batch (train mode in chunks of batch_size, as in the steps) or prior (eval mode "
+                        "with statistics measured on the pool itself, as calibrate_statistics leaves them)")
+    calibrate_statistics: bool = param(
+        True, help="after the last step, measure the model's batch-norm statistics on fresh prior noise, which is "
+                   "what samples are drawn from: the running statistics of the steps come from the matched noise, "
+                   "a biased selection of it")
     restart_optimizer: bool = param(False, help="forget the optimiser's moments at every refresh (the "
                                                 "official GLANN code builds a new Adam each epoch)")
     optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999), weight_decay=1e-5))
@@ -80,8 +87,7 @@ class IMLE(Trainer):
         neighbours of a share of the targets among all mapped samples; the shares are gathered, so
         every process ends with the whole pairing.
         """
-        count = max(1, int(round(self.sample_factor * self._targets.shape[0])))
-        pool = self._prior.sample(count, device=self._ctx.device, generator=self._ctx.generator)
+        pool = self._pool()
         batch_statistics = self.pool_statistics == "batch"
         chunk = self.batch_size if batch_statistics else 4096
 
@@ -90,10 +96,13 @@ class IMLE(Trainer):
             parts = torch.tensor_split(pool[start:stop], max(1, -(-(stop - start) // chunk)))
             return torch.cat([self._model(part) for part in parts])
 
-        running = {name: b.clone() for name, b in self._model.named_buffers()} if batch_statistics else {}
+        keep = self.pool_statistics != "running"
+        running = {name: b.clone() for name, b in self._model.named_buffers()} if keep else {}
+        if self.pool_statistics == "prior":
+            self._measure_statistics(pool)
         self._model.train(batch_statistics)
         try:
-            mapped = gather_rows(mapped_rows, count)
+            mapped = gather_rows(mapped_rows, len(pool))
         finally:
             self._model.train()
             for name, buffer in self._model.named_buffers():  # the pool leaves the running statistics as they were
@@ -106,12 +115,24 @@ class IMLE(Trainer):
         if self.restart_optimizer:
             self._optimisers.restart()
 
+    def _pool(self) -> torch.Tensor:
+        count = max(1, int(round(self.sample_factor * self._targets.shape[0])))
+        return self._prior.sample(count, device=self._ctx.device, generator=self._ctx.generator)
+
+    @torch.no_grad()
+    def _measure_statistics(self, noise: torch.Tensor) -> None:
+        """Set every batch norm's running statistics to those of ``noise`` passed through the model."""
+        calibrate_batch_norm(self._model, torch.tensor_split(noise, max(1, -(-len(noise) // 4096))))
+
+    def _last(self, step: int) -> bool:
+        return self.calibrate_statistics and step == self.total_steps() - 1
+
     def _refreshes(self, step: int) -> bool:
         epoch, position = divmod(step, self._batches.steps_per_epoch)
         return position == 0 and epoch % self.staleness == 0
 
     def replayable(self, step: int) -> bool:
-        return not self._refreshes(step)
+        return not (self._refreshes(step) or self._last(step))
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         if self._refreshes(step):
@@ -128,6 +149,8 @@ class IMLE(Trainer):
         self._optimisers.step()
         if isinstance(self._model, Generator):
             self._model.after_update()  # e.g. an EMA generator averages its weights
+        if self._last(step):
+            self._measure_statistics(self._pool())
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genframe import SpecError
+from genframe import SpecError, calibrate_batch_norm
 from genframe.training.context import BuildContext, EpochBatches, StageContext
 from genframe.ops.images import to_float
 from genframe.ops.neighbours import nearest_neighbours
@@ -282,6 +282,59 @@ def test_imle_pool_with_batch_statistics_maps_chunks_in_train_mode_and_keeps_run
         assert torch.equal(mapper.state_dict()[key], value)
     eval_mapped = copy.deepcopy(mapper).eval()(pool)
     assert not torch.allclose(eval_mapped, mapped)  # the two settings really differ
+
+
+def test_imle_last_step_measures_batch_norm_statistics_on_fresh_prior_noise():
+    def trained(calibrate: bool):
+        ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8]), "prior": Gaussian(dim=3)}, n=32)
+        trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=2, batch_size=8, sample_factor=2.0,
+                       calibrate_statistics=calibrate, optimizer=_adam(1e-2))
+        trainer.bind(ctx)
+        trainer._targets = torch.randn(32, 5, generator=torch.Generator().manual_seed(3))
+        last = trainer.total_steps() - 1
+        for step in range(last):
+            trainer.train_step(step)
+        state = ctx.generator.get_state()
+        trainer.train_step(last)
+        return trainer, ctx, state, last
+
+    trainer, ctx, state, last = trained(True)
+    assert not trainer.replayable(last) and trainer.replayable(last - 1)
+    mapper = ctx.components["mapper"]
+    assert mapper.training
+    pool = torch.randn(64, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+    with torch.no_grad():
+        entering = mapper.net[0](pool)  # what the batch norm sees of the 64 noise vectors
+    torch.testing.assert_close(mapper.net[1].running_mean, entering.mean(0))
+    torch.testing.assert_close(mapper.net[1].running_var, entering.var(0))
+
+    plain, plain_ctx, _, _ = trained(False)
+    assert plain.replayable(last)
+    # without calibration the statistics are the momentum average of the matched-noise batches
+    assert not torch.allclose(plain_ctx.components["mapper"].net[1].running_var, entering.var(0))
+
+
+def test_imle_pool_with_prior_statistics_pairs_as_a_calibrated_mapper_samples():
+    ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8]), "prior": Gaussian(dim=3)}, n=40)
+    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=1, batch_size=16, sample_factor=3.0,
+                   pool_statistics="prior", optimizer=_adam(1e-3))
+    trainer.bind(ctx)
+    trainer._targets = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    mapper = ctx.components["mapper"]
+    mapper.net[1].running_mean.fill_(0.5)  # statistics that differ from the pool's
+    before = copy.deepcopy(mapper.state_dict())
+    state = ctx.generator.get_state()
+    trainer._refresh()
+    pool = torch.randn(120, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+    reference = copy.deepcopy(mapper)
+    reference.load_state_dict(before)
+    calibrate_batch_norm(reference, [pool])
+    with torch.no_grad():
+        expected = pool[torch.cdist(trainer._targets.double(), reference.eval()(pool).double()).argmin(1)]
+    torch.testing.assert_close(trainer._selected, expected)
+    assert mapper.training
+    for key, value in before.items():  # the pool's statistics served the pairing only
+        assert torch.equal(mapper.state_dict()[key], value), key
 
 
 def test_restart_optimizer_gives_the_moments_of_a_newly_built_adam():
