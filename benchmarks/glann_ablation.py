@@ -72,12 +72,17 @@ def _hidden(*widths: int) -> list[str]:
 
 #: Mapper-stage variants: name -> (what changes, overrides of specs/glann.yaml).
 MAPPER_VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "shipped": ("specs/glann.yaml as shipped: mapper 4 x 512, 200 epochs, a fresh Adam every epoch", []),
+    "shipped": ("specs/glann.yaml as shipped: mapper 4 x 512, 200 epochs, a fresh Adam every epoch, batch-norm "
+                "statistics measured on fresh noise after the last step", []),
     "mapper_128x2": ("the official code's mapper, 128-128 (shipped before the capacity ablation)", _hidden(128, 128)),
     "mapper_512x2": ("mapper 512-512", _hidden(512, 512)),
     "mapper_512x3": ("mapper 3 x 512", _hidden(512, 512, 512)),
     "mapper_512x6": ("mapper 6 x 512", _hidden(*[512] * 6)),
     "mapper_1024x4": ("mapper 4 x 1024", _hidden(*[1024] * 4)),
+    "uncalibrated": ("batch-norm statistics of the mapper's last training batches, not re-measured on the prior",
+                     ["stages.1.trainer.calibrate_statistics=false"]),
+    "pool_prior": ("the pool mapped with statistics measured on the pool itself",
+                   ["stages.1.trainer.pool_statistics=prior"]),
     "epochs_400": ("400 mapper epochs, the learning rate halved every 100",
                    ["stages.1.trainer.epochs=400", "stages.1.trainer.optimizer.schedule.every_epochs=100"]),
     **{name: (text, [*PREVIOUS, *overrides]) for name, (text, overrides) in _CHANGES.items()},
@@ -109,6 +114,31 @@ def glo_rows(judge: Judge, run_url: str, seed: int) -> dict[str, dict]:
         z = gaussian.sample(judge.n, device=device, generator=torch.Generator(device).manual_seed(seed))
         fitted = to_uint8(torch.cat([generator(c) for c in z.split(500)])).cpu()
     return {"glo_reconstructions": judged(judge, reconstructions), "glo_fitted_gaussian": judged(judge, fitted)}
+
+
+def snapped_samples(run_url: str, n: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """The run's samples with each mapper output replaced by its nearest code (by cosine, as the
+    generator normalises its input), and how far the outputs are from the codes.
+
+    Judged beside the samples themselves and the reconstructions of random codes, this splits the
+    mapper's gap in two: which codes it reaches (snapped vs. random codes) and how far between
+    codes it lands (samples vs. snapped)."""
+    system, device = load_trained(run_url)
+    noise, mapper, generator = (system.components[name] for name in system.sampler)
+    codes = torch.nn.functional.normalize(system.components["codes"].codes.detach(), dim=1)
+    mapper.eval()
+    generator.eval()
+    with torch.no_grad():
+        outputs = mapper(noise.sample(n, device=device, generator=torch.Generator(device).manual_seed(seed)))
+        similarity = torch.nn.functional.normalize(outputs, dim=1) @ codes.T
+        best, nearest = similarity.max(dim=1)
+        between = codes @ codes.T
+        between.fill_diagonal_(-2)
+        images = to_uint8(torch.cat([generator(c) for c in codes[nearest].split(500)])).cpu()
+    return images, {"output_norm": round(float(outputs.norm(dim=1).mean()), 3),
+                    "cosine_to_nearest_code": round(float(best.mean()), 3),
+                    "code_cosine_to_nearest_other_code": round(float(between.max(dim=1).values.mean()), 3),
+                    "distinct_codes_reached": int(nearest.unique().numel())}
 
 
 def batch_statistics_samples(run_url: str, n: int, seed: int, batch: int = 64) -> torch.Tensor:
@@ -199,6 +229,7 @@ def main() -> None:
                         glo_fitted_gaussian="the GLO generator on a Gaussian fitted to its codes",
                         sample_batch_stats="the base run (the spec as shipped when it was trained), sampled with "
                                            "batch statistics (batches of 64)",
+                        shipped_snapped="shipped, each mapper output replaced by its nearest code (cosine)",
                         pool_batch_sampled_bs64="pool_batch, sampled with batch statistics (batches of 64)",
                         official_imle_sampled_bs64="official_imle, sampled as the official code samples "
                                                    "(batch statistics, batches of 64)")
@@ -233,6 +264,9 @@ def main() -> None:
                 timings[f"{name}-{seed}"] = {"mapper": stage_seconds(url)["mapper"]}
             images, _ = sample(url, args.n, seed=seed)
             record(name, seed, judged(judge, images))
+            if name == "shipped":  # where its gap to the reconstructions comes from
+                images, geometry = snapped_samples(url, args.n, seed)
+                record("shipped_snapped", seed, {**judged(judge, images), **geometry})
             if "stages.1.trainer.pool_statistics=batch" in overrides:  # sampled as the pool was mapped
                 record(f"{name}_sampled_bs64", seed, judged(judge, batch_statistics_samples(url, args.n, seed)))
     for seed in [int(s) for s in args.glo_seeds.split(",")] if args.glo_variants else []:
