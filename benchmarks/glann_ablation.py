@@ -83,6 +83,7 @@ MAPPER_VARIANTS: dict[str, tuple[str, list[str]]] = {
                      ["stages.1.trainer.calibrate_statistics=false"]),
     "pool_prior": ("the pool mapped with statistics measured on the pool itself",
                    ["stages.1.trainer.pool_statistics=prior"]),
+    "pool_5x": ("pool of 5 x N", ["stages.1.trainer.sample_factor=5"]),
     "epochs_400": ("400 mapper epochs, the learning rate halved every 100",
                    ["stages.1.trainer.epochs=400", "stages.1.trainer.optimizer.schedule.every_epochs=100"]),
     **{name: (text, [*PREVIOUS, *overrides]) for name, (text, overrides) in _CHANGES.items()},
