@@ -12,6 +12,9 @@ from genframe import (Component, Encoder, Generator, LatentMapper, Optimizer, Pr
                       ref)
 from genframe_plugins.trainers._defaults import adam_defaults
 
+#: Rows mapped at a time outside the steps (the pool, the calibration): bounds their memory.
+_CHUNK = 4096
+
 
 @component("trainer", "imle")
 class IMLE(Trainer):
@@ -89,7 +92,7 @@ class IMLE(Trainer):
         """
         pool = self._pool()
         batch_statistics = self.pool_statistics == "batch"
-        chunk = self.batch_size if batch_statistics else 4096
+        chunk = self.batch_size if batch_statistics else _CHUNK
 
         def mapped_rows(start: int, stop: int) -> torch.Tensor:
             # near-equal chunks: batch statistics of a last chunk of one row would be undefined
@@ -119,10 +122,9 @@ class IMLE(Trainer):
         count = max(1, int(round(self.sample_factor * self._targets.shape[0])))
         return self._prior.sample(count, device=self._ctx.device, generator=self._ctx.generator)
 
-    @torch.no_grad()
     def _measure_statistics(self, noise: torch.Tensor) -> None:
         """Set every batch norm's running statistics to those of ``noise`` passed through the model."""
-        calibrate_batch_norm(self._model, torch.tensor_split(noise, max(1, -(-len(noise) // 4096))))
+        calibrate_batch_norm(self._model, torch.tensor_split(noise, max(1, -(-len(noise) // _CHUNK))))
 
     def _last(self, step: int) -> bool:
         return self.calibrate_statistics and step == self.total_steps() - 1

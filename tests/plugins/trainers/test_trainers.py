@@ -246,15 +246,26 @@ def test_imle_pairs_each_target_with_its_nearest_sample_and_fits_them():
     assert dist.sqrt().max() < 1.0
 
 
-def test_imle_refresh_uses_exact_nearest_neighbours():
+def _imle_on_random_targets(batch_size: int, **settings) -> tuple[IMLE, StageContext]:
+    """IMLE fitting a 3 -> 8 -> 5 batch-norm mapper to 40 fixed random 5-d targets, with a pool of 120."""
     ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8]), "prior": Gaussian(dim=3)}, n=40)
-    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=1, batch_size=8, sample_factor=3.0,
-                   optimizer=_adam(1e-3))
+    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=1, batch_size=batch_size, sample_factor=3.0,
+                   optimizer=_adam(1e-3), **settings)
     trainer.bind(ctx)
     trainer._targets = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    return trainer, ctx
+
+
+def _refreshed_pool(trainer: IMLE, ctx: StageContext) -> torch.Tensor:
+    """Refresh the pairing and return the pool it drew, re-drawn from the same generator state."""
     state = ctx.generator.get_state()
     trainer._refresh()
-    pool = torch.randn(120, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+    return torch.randn(120, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+
+
+def test_imle_refresh_uses_exact_nearest_neighbours():
+    trainer, ctx = _imle_on_random_targets(8)
+    pool = _refreshed_pool(trainer, ctx)
     mapper = ctx.components["mapper"].eval()
     with torch.no_grad():
         expected = pool[torch.cdist(trainer._targets.double(), mapper(pool).double()).argmin(1)]
@@ -262,16 +273,10 @@ def test_imle_refresh_uses_exact_nearest_neighbours():
 
 
 def test_imle_pool_with_batch_statistics_maps_chunks_in_train_mode_and_keeps_running_statistics():
-    ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8]), "prior": Gaussian(dim=3)}, n=40)
-    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=1, batch_size=16, sample_factor=3.0,
-                   pool_statistics="batch", optimizer=_adam(1e-3))
-    trainer.bind(ctx)
-    trainer._targets = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    trainer, ctx = _imle_on_random_targets(16, pool_statistics="batch")
     mapper = ctx.components["mapper"]
     running = {k: v.clone() for k, v in mapper.state_dict().items() if "running" in k}
-    state = ctx.generator.get_state()
-    trainer._refresh()
-    pool = torch.randn(120, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+    pool = _refreshed_pool(trainer, ctx)
     reference = copy.deepcopy(mapper).train()
     with torch.no_grad():  # 120 rows in 8 near-equal chunks of 15, each normalised by its own statistics
         mapped = torch.cat([reference(part) for part in torch.tensor_split(pool, 8)])
@@ -315,17 +320,11 @@ def test_imle_last_step_measures_batch_norm_statistics_on_fresh_prior_noise():
 
 
 def test_imle_pool_with_prior_statistics_pairs_as_a_calibrated_mapper_samples():
-    ctx = _context({"mapper": MLPMapper(in_dim=3, out_dim=5, hidden=[8]), "prior": Gaussian(dim=3)}, n=40)
-    trainer = IMLE(model="mapper", prior="prior", targets="data", epochs=1, batch_size=16, sample_factor=3.0,
-                   pool_statistics="prior", optimizer=_adam(1e-3))
-    trainer.bind(ctx)
-    trainer._targets = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    trainer, ctx = _imle_on_random_targets(16, pool_statistics="prior")
     mapper = ctx.components["mapper"]
     mapper.net[1].running_mean.fill_(0.5)  # statistics that differ from the pool's
     before = copy.deepcopy(mapper.state_dict())
-    state = ctx.generator.get_state()
-    trainer._refresh()
-    pool = torch.randn(120, 3, generator=torch.Generator().manual_seed(0).set_state(state))
+    pool = _refreshed_pool(trainer, ctx)
     reference = copy.deepcopy(mapper)
     reference.load_state_dict(before)
     calibrate_batch_norm(reference, [pool])
