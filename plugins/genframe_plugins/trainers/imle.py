@@ -16,13 +16,47 @@ from genframe_plugins.trainers._defaults import adam_defaults
 _CHUNK = 4096
 
 
+def _nearest(targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Every target's nearest sample (the share of each process, gathered)."""
+    return gather_rows(lambda start, stop: nearest_neighbours(targets[start:stop], samples)[0], len(targets))
+
+
+def _distinct_nearest(targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """A sample for every target, no two alike: each target proposes its nearest free sample, the closest
+    proposer of a sample takes it, and the others propose again among the samples still free.
+
+    A greedy approximation of the assignment of least total distance; every round settles at least
+    one target per proposed sample. Targets left when the samples run out take their nearest.
+    """
+    chosen = torch.empty(len(targets), dtype=torch.long, device=targets.device)
+    free = torch.ones(len(samples), dtype=torch.bool, device=samples.device)
+    waiting = torch.arange(len(targets), device=targets.device)
+    while len(waiting) and bool(free.any()):
+        keys = free.nonzero().squeeze(1)
+        proposed = keys[_nearest(targets[waiting], samples[keys])]
+        distance = (targets[waiting] - samples[proposed]).pow(2).sum(1)
+        closest = distance.new_full((len(samples),), float("inf"))
+        closest.scatter_reduce_(0, proposed, distance, "amin")
+        order = torch.arange(len(waiting), device=targets.device)
+        # the closest proposer wins; of equally close ones, the first
+        first = torch.full((len(samples),), len(waiting), device=targets.device)
+        first.scatter_reduce_(0, proposed, torch.where(distance <= closest[proposed], order, len(waiting)), "amin")
+        wins = first[proposed] == order
+        chosen[waiting[wins]] = proposed[wins]
+        free[proposed[wins]] = False
+        waiting = waiting[~wins]
+    if len(waiting):
+        chosen[waiting] = _nearest(targets[waiting], samples)
+    return chosen
+
+
 @component("trainer", "imle")
 class IMLE(Trainer):
     """Implicit maximum likelihood (Li & Malik 2018): pull each target's nearest generated sample onto it.
 
     Every ``staleness`` epochs, ``sample_factor`` x N noise vectors are drawn and mapped; each target
-    (a training image, or a learned code for GLANN) is paired with the exact nearest mapped sample,
-    and the model then regresses those pairs. Unlike a GAN, every target is covered by some sample,
+    (a training image, or a learned code for GLANN) is paired with the exact nearest mapped sample
+    (``pairing``), and the model then regresses those pairs. Unlike a GAN, every target is covered by some sample,
     so there is no mode dropping. The steps see only matched noise, so the model's batch-norm
     statistics are measured again on fresh prior noise at the end (``calibrate_statistics``).
     """
@@ -45,6 +79,10 @@ class IMLE(Trainer):
         True, help="after the last step, measure the model's batch-norm statistics on fresh prior noise, which is "
                    "what samples are drawn from: the running statistics of the steps come from the matched noise, "
                    "a biased selection of it")
+    pairing: Literal["nearest", "distinct"] = param(
+        "nearest", help="nearest: every target takes its nearest sample, so targets may share one and the model "
+                        "is pulled towards their average; distinct: no two targets share a sample (each takes its "
+                        "nearest sample that no closer target has taken; if samples run out, the rest share)")
     restart_optimizer: bool = param(False, help="forget the optimiser's moments at every refresh (the "
                                                 "official GLANN code builds a new Adam each epoch)")
     optimizer: Optimizer = param(factory=adam_defaults(1e-3, (0.5, 0.999), weight_decay=1e-5))
@@ -112,8 +150,7 @@ class IMLE(Trainer):
                 if name in running:
                     buffer.copy_(running[name])
         targets, samples = self._targets.flatten(1), mapped.flatten(1)
-        nearest = gather_rows(lambda start, stop: nearest_neighbours(targets[start:stop], samples)[0],
-                              targets.shape[0])
+        nearest = (_distinct_nearest if self.pairing == "distinct" else _nearest)(targets, samples)
         self._selected.copy_(pool[nearest])  # in place: replayed steps read it where they were captured
         if self.restart_optimizer:
             self._optimisers.restart()

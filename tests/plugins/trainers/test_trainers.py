@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +27,7 @@ from genframe_plugins.trainers.optimisers import Adam, Constant
 from genframe_plugins.networks.priors import FittedGaussian, Gaussian
 from genframe_plugins.trainers.adversarial import Adversarial
 from genframe_plugins.trainers.autoencoding import Autoencoding
-from genframe_plugins.trainers.imle import IMLE
+from genframe_plugins.trainers.imle import IMLE, _distinct_nearest
 
 CPU = torch.device("cpu")
 
@@ -270,6 +272,46 @@ def test_imle_refresh_uses_exact_nearest_neighbours():
     with torch.no_grad():
         expected = pool[torch.cdist(trainer._targets.double(), mapper(pool).double()).argmin(1)]
     torch.testing.assert_close(trainer._selected, expected)
+
+
+def test_distinct_pairing_gives_a_contested_sample_to_the_closer_target():
+    samples = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 5.0]])
+    # both targets are nearest to sample 0; the first is closer to it, the second's next best is sample 1
+    targets = torch.tensor([[0.1, 0.0], [1.0, 0.0]])
+    assert _distinct_nearest(targets, samples).tolist() == [0, 1]
+    assert _distinct_nearest(targets.flip(0), samples).tolist() == [1, 0]
+    # a tie goes to the first target
+    assert _distinct_nearest(torch.tensor([[0.0, 1.0], [0.0, -1.0]]), samples).tolist() == [0, 1]
+
+
+def test_distinct_pairing_lets_the_last_targets_share_when_samples_run_out():
+    samples = torch.tensor([[0.0], [10.0]])
+    targets = torch.tensor([[1.0], [2.0], [9.0]])
+    # first round: 1 takes 0 (2 is farther from it) and 9 takes 10; no sample is left for 2, which takes its nearest
+    assert _distinct_nearest(targets, samples).tolist() == [0, 0, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(0, 30), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_distinct_pairing_property(n_targets, extra, dim, seed):
+    g = torch.Generator().manual_seed(seed)
+    targets, samples = torch.randn(n_targets, dim, generator=g), torch.randn(n_targets + extra, dim, generator=g)
+    chosen = _distinct_nearest(targets, samples)
+    assert chosen.unique().numel() == n_targets  # no two targets share a sample
+    nearest = torch.cdist(targets.double(), samples.double()).argmin(1)
+    counts = torch.bincount(nearest, minlength=len(samples))
+    alone = counts[nearest] == 1  # a target whose nearest sample nobody else wants keeps it
+    assert torch.equal(chosen[alone], nearest[alone])
+
+
+def test_imle_with_distinct_pairing_pairs_every_target_with_its_own_pool_sample():
+    trainer, ctx = _imle_on_random_targets(8, pairing="distinct")
+    pool = _refreshed_pool(trainer, ctx)
+    mapper = ctx.components["mapper"].eval()
+    with torch.no_grad():
+        expected = pool[_distinct_nearest(trainer._targets, mapper(pool))]
+    torch.testing.assert_close(trainer._selected, expected)
+    assert trainer._selected.unique(dim=0).shape[0] == 40
 
 
 def test_imle_pool_with_batch_statistics_maps_chunks_in_train_mode_and_keeps_running_statistics():
