@@ -86,6 +86,12 @@ MAPPER_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "pool_5x": ("pool of 5 x N", ["stages.1.trainer.sample_factor=5"]),
     "epochs_400": ("400 mapper epochs, the learning rate halved every 100",
                    ["stages.1.trainer.epochs=400", "stages.1.trainer.optimizer.schedule.every_epochs=100"]),
+    "distinct_pairs": ("no two codes paired with the same noise sample (each takes its nearest sample that no "
+                       "closer code has taken)", ["stages.1.trainer.pairing=distinct"]),
+    **{f"input_noise_{std}": (f"Gaussian noise of std {std} added to the matched noise at each step",
+                              [f"stages.1.trainer.noise={std}"]) for std in (0.3, 1.0)},
+    **{f"noise_{dim}x": (f"mapper input noise of {dim} dimensions",
+                         [f"components.noise.dim={dim}", f"components.mapper.in_dim={dim}"]) for dim in (8, 16)},
     **{name: (text, [*PREVIOUS, *overrides]) for name, (text, overrides) in _CHANGES.items()},
 }
 #: Variants that change the GLO stage, so the whole run is trained again.
@@ -155,6 +161,18 @@ def batch_statistics_samples(run_url: str, n: int, seed: int, batch: int = 64) -
     return to_uint8(torch.cat(out)).cpu()
 
 
+def truncated_samples(run_url: str, n: int, seed: int, scale: float) -> torch.Tensor:
+    """The run's samples from its noise scaled by ``scale`` (the truncation trick): do poor samples come from
+    the prior's tails?"""
+    system, device = load_trained(run_url)
+    noise, mapper, generator = (system.components[name] for name in system.sampler)
+    mapper.eval()
+    generator.eval()
+    with torch.no_grad():
+        z = noise.sample(n, device=device, generator=torch.Generator(device).manual_seed(seed)) * scale
+        return to_uint8(torch.cat([generator(mapper(part)) for part in z.split(500)])).cpu()
+
+
 def mapper_run(base: str, url: str, overrides: list[str]) -> str:
     """The run of ``specs/glann.yaml`` with ``overrides``: trained from ``base``'s GLO stage into ``url``
     (unless already there), or ``base`` itself when it is that very run."""
@@ -209,6 +227,8 @@ def main() -> None:
     parser.add_argument("--judge-only", action="store_true",
                         help="train nothing: judge the variants whose runs are already under --out")
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--truncation", default="", metavar="S,S",
+                        help="also judge the shipped variant with its noise scaled by each S (e.g. 0.9,0.8)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="PATH=VALUE",
                         help="override in every run (e.g. device=cpu)")
     args = parser.parse_args()
@@ -268,6 +288,10 @@ def main() -> None:
             if name == "shipped":  # where its gap to the reconstructions comes from
                 images, geometry = snapped_samples(url, args.n, seed)
                 record("shipped_snapped", seed, {**judged(judge, images), **geometry})
+                for scale in [float(s) for s in args.truncation.split(",") if s]:
+                    descriptions[f"shipped_truncated_{scale:g}"] = f"shipped, sampled from its noise x {scale:g}"
+                    record(f"shipped_truncated_{scale:g}", seed,
+                           judged(judge, truncated_samples(url, args.n, seed, scale)))
             if "stages.1.trainer.pool_statistics=batch" in overrides:  # sampled as the pool was mapped
                 record(f"{name}_sampled_bs64", seed, judged(judge, batch_statistics_samples(url, args.n, seed)))
     for seed in [int(s) for s in args.glo_seeds.split(",")] if args.glo_variants else []:
