@@ -32,7 +32,7 @@ import torch
 from _common import shipped_spec, stage_seconds
 from digit_judge import Judge, data_root
 
-from genframe import GenframeError
+from genframe import GenframeError, nearest_neighbours
 from genframe.api import sample, train
 from genframe.trained.loading import load_trained
 from genframe.ops.images import to_uint8
@@ -138,17 +138,26 @@ def snapped_samples(run_url: str, n: int, seed: int) -> tuple[torch.Tensor, dict
     codes = torch.nn.functional.normalize(system.components["codes"].codes.detach(), dim=1)
     mapper.eval()
     generator.eval()
+    random = torch.Generator(device).manual_seed(seed)
     with torch.no_grad():
-        outputs = mapper(noise.sample(n, device=device, generator=torch.Generator(device).manual_seed(seed)))
+        z = noise.sample(n, device=device, generator=random)
+        outputs = mapper(z)
         similarity = torch.nn.functional.normalize(outputs, dim=1) @ codes.T
         best, nearest = similarity.max(dim=1)
         between = codes @ codes.T
         between.fill_diagonal_(-2)
         images = to_uint8(torch.cat([generator(c) for c in codes[nearest].split(500)])).cpu()
+        # a training-like pool of 2 x N: how many codes share their nearest sample with another code
+        pool_nearest = nearest_neighbours(codes, mapper(noise.sample(2 * len(codes), device=device,
+                                                                     generator=random)))[0]
+        _, shares = pool_nearest.unique(return_counts=True)
     return images, {"output_norm": round(float(outputs.norm(dim=1).mean()), 3),
                     "cosine_to_nearest_code": round(float(best.mean()), 3),
                     "code_cosine_to_nearest_other_code": round(float(between.max(dim=1).values.mean()), 3),
-                    "distinct_codes_reached": int(nearest.unique().numel())}
+                    "distinct_codes_reached": int(nearest.unique().numel()),
+                    "noise_norm_cosine_correlation": round(float(torch.corrcoef(torch.stack([z.norm(dim=1),
+                                                                                             best]))[0, 1]), 3),
+                    "codes_sharing_nearest_pool_sample": int(shares[shares > 1].sum())}
 
 
 def batch_statistics_samples(run_url: str, n: int, seed: int, batch: int = 64) -> torch.Tensor:
@@ -253,7 +262,6 @@ def main() -> None:
                         glo_fitted_gaussian="the GLO generator on a Gaussian fitted to its codes",
                         sample_batch_stats="the base run (the spec as shipped when it was trained), sampled with "
                                            "batch statistics (batches of 64)",
-                        shipped_snapped="shipped, each mapper output replaced by its nearest code (cosine)",
                         pool_batch_sampled_bs64="pool_batch, sampled with batch statistics (batches of 64)",
                         official_imle_sampled_bs64="official_imle, sampled as the official code samples "
                                                    "(batch statistics, batches of 64)")
@@ -288,9 +296,11 @@ def main() -> None:
                 timings[f"{name}-{seed}"] = {"mapper": stage_seconds(url)["mapper"]}
             images, _ = sample(url, args.n, seed=seed)
             record(name, seed, judged(judge, images))
-            if name == "shipped":  # where its gap to the reconstructions comes from
-                images, geometry = snapped_samples(url, args.n, seed)
-                record("shipped_snapped", seed, {**judged(judge, images), **geometry})
+            # where its gap to the reconstructions comes from
+            images, geometry = snapped_samples(url, args.n, seed)
+            descriptions[f"{name}_snapped"] = f"{name}, each mapper output replaced by its nearest code (cosine)"
+            record(f"{name}_snapped", seed, {**judged(judge, images), **geometry})
+            if name == "shipped":
                 for scale in [float(s) for s in args.truncation.split(",") if s]:
                     descriptions[f"shipped_truncated_{scale:g}"] = f"shipped, sampled from its noise x {scale:g}"
                     record(f"shipped_truncated_{scale:g}", seed,
