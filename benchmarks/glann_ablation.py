@@ -132,7 +132,9 @@ def snapped_samples(run_url: str, n: int, seed: int) -> tuple[torch.Tensor, dict
 
     Judged beside the samples themselves and the reconstructions of random codes, this splits the
     mapper's gap in two: which codes it reaches (snapped vs. random codes) and how far between
-    codes it lands (samples vs. snapped)."""
+    codes it lands (samples vs. snapped). The geometry also says how many codes share their nearest
+    sample in a training-like 2 x N pool, and whether outputs far from codes come from noise of
+    unusual norm."""
     system, device = load_trained(run_url)
     noise, mapper, generator = (system.components[name] for name in system.sampler)
     codes = torch.nn.functional.normalize(system.components["codes"].codes.detach(), dim=1)

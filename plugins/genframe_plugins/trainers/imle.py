@@ -56,8 +56,8 @@ class IMLE(Trainer):
 
     Every ``staleness`` epochs, ``sample_factor`` x N noise vectors are drawn and mapped; each target
     (a training image, or a learned code for GLANN) is paired with the exact nearest mapped sample
-    (``pairing``), and the model then regresses those pairs. Unlike a GAN, every target is covered by some sample,
-    so there is no mode dropping. The steps see only matched noise, so the model's batch-norm
+    (``pairing``), and the model then regresses those pairs. Unlike a GAN, every target is covered
+    by some sample, so there is no mode dropping. The steps see only matched noise, so the model's batch-norm
     statistics are measured again on fresh prior noise at the end (``calibrate_statistics``).
     """
 
