@@ -10,7 +10,8 @@ run is read by the digit judge (``digit_judge.py``) at the same n, beside:
 - the real-vs-real floor.
 
 ``--glo-variants`` also trains whole runs whose GLO stage differs (code initialisation, loss,
-padding to 32 px, fresh optimisers each epoch), one seed each unless ``--glo-seeds`` says more;
+padding to 32 px, fresh optimisers each epoch, codes jittered while decoded), one seed each unless
+``--glo-seeds`` says more, and judges them with their own reconstructions and snapped samples;
 ``--glo-scale`` shortens them (epochs and schedule together) to fit a CPU's time.
 
     python benchmarks/glann_ablation.py --seeds 0,1,2 --out runs/glann-ablation
@@ -103,6 +104,9 @@ GLO_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "glo_l1": ("pixel L1 loss (the official code's, with force_l2 off VGG)", ["stages.0.trainer.loss.type=l1"]),
     "glo_pad32": ("images padded to 32 px", ["data.image_size=32", "data.resize=pad"]),
     "glo_restart_adam": ("fresh Adams every GLO epoch", ["stages.0.trainer.restart_optimizer=true"]),
+    **{f"glo_code_noise_{std:g}": (f"codes jittered by N(0, {std:g}^2) per dimension (then projected) before GLO "
+                                   f"training decodes them", [f"components.codes.noise={std:g}"])
+       for std in (0.02, 0.03, 0.05, 0.1)},
 }
 
 
@@ -311,7 +315,8 @@ def main() -> None:
                 record(f"{name}_sampled_bs64", seed, judged(judge, batch_statistics_samples(url, args.n, seed)))
     for seed in [int(s) for s in args.glo_seeds.split(",")] if args.glo_variants else []:
         scaled = scale_glo(args.glo_scale)
-        for name in ["glo_scaled_base", *args.glo_variants.split(",")]:
+        # at full length the shipped rows of --seeds are the reference; shortened runs train their own
+        for name in [*(["glo_scaled_base"] if scaled else []), *args.glo_variants.split(",")]:
             overrides = [] if name == "glo_scaled_base" else GLO_VARIANTS[name][1]
             url = str(out / f"seed-{seed}" / name)
             if not (Path(url) / "spec.yaml").exists():
@@ -319,6 +324,13 @@ def main() -> None:
             timings[f"{name}-{seed}"] = stage_seconds(url)
             images, _ = sample(url, args.n, seed=seed)
             record(name, seed, judged(judge, images))
+            # how far its generator is from the data, and how far its mapper is from its generator
+            for part, row in glo_rows(judge, url, seed).items():
+                descriptions[f"{name}_{part}"] = f"{name}: {descriptions[part]}"
+                record(f"{name}_{part}", seed, row)
+            images, geometry = snapped_samples(url, args.n, seed)
+            descriptions[f"{name}_snapped"] = f"{name}, each mapper output replaced by its nearest code (cosine)"
+            record(f"{name}_snapped", seed, {**judged(judge, images), **geometry})
         descriptions["glo_scaled_base"] = f"shipped, GLO epochs and schedule x{args.glo_scale:g} (GLO variants' base)"
     print(f"judge: {judge.description}; n = {judge.n}; floor {judge.floor}")
     print(markdown(summarise(results), descriptions))

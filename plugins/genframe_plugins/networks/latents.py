@@ -12,7 +12,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genframe import BuildContext, Encoder, GenframeError, component, hookimpl, param, rows_used, to_float
+from genframe import (BuildContext, Encoder, GenframeError, Posterior, component, hookimpl, param, per_example,
+                      rows_used, to_float)
 
 PROJECTIONS = ("sphere", "ball", "none")
 
@@ -70,6 +71,8 @@ class LatentCodes(Encoder):
         "sphere", help="set the codes are projected onto after each step: unit sphere, unit ball, or none")
     init: Literal["pca", "random"] = param(
         "pca", help="pca: principal components of the training images (GLO); random: Gaussian")
+    noise: float = param(0.0, ge=0.0, help="std of Gaussian noise added to each code (then projected) before "
+                                           "training decodes it: the generator learns a neighbourhood per code")
 
     encodes_new_images = False  # a code exists only for each training image
 
@@ -86,6 +89,20 @@ class LatentCodes(Encoder):
     def encode(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         rows_used(self.codes, indices)  # under torchrun only these rows' gradients are exchanged
         return self.codes[indices]
+
+    def posterior(self, images: torch.Tensor, indices: torch.Tensor, *,
+                  generator: torch.Generator | None = None) -> Posterior:
+        """The codes, jittered by ``noise`` when it is set, so that points near a code decode to its image too.
+
+        A latent model fitted afterwards (GLANN's mapper) lands near codes rather than on them; a generator
+        that has only ever seen the codes themselves draws such points as blends of neighbouring images.
+        """
+        codes = self.encode(images, indices)
+        if self.noise == 0:
+            return Posterior(sample=codes, mean=codes)
+        eps = per_example(lambda n: torch.randn((n, self.dim), device=codes.device, dtype=codes.dtype,
+                                                generator=generator), codes.shape[0])
+        return Posterior(sample=project(codes + self.noise * eps, self.projection), mean=codes)
 
     def project(self, codes: torch.Tensor) -> torch.Tensor:
         return project(codes, self.projection)

@@ -155,6 +155,41 @@ def test_encode_all_returns_a_snapshot_of_the_table():
         codes.encode_all(images[:3])
 
 
+def test_posterior_without_noise_is_the_code_itself():
+    codes = built(random_images(10, 4), dim=6)
+    indices = torch.tensor([3, 1, 3])
+    posterior = codes.posterior(torch.zeros(3, 1, 4, 4), indices, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(posterior.sample, codes.codes[indices]) and torch.equal(posterior.mean, codes.codes[indices])
+    assert posterior.log_var is None
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.1])
+def test_posterior_noise_is_seeded_projected_and_at_the_expected_angle(noise):
+    """A unit code plus N(0, noise^2 I) in d dimensions has squared norm about 1 + d noise^2, so the
+    projected draw keeps a cosine of about 1 / sqrt(1 + d noise^2) with its code."""
+    dim, n = 64, 4000
+    codes = built(None, num_examples=n, dim=dim, init="random", noise=noise)
+    codes.codes.data.copy_(project(torch.randn(n, dim, generator=torch.Generator().manual_seed(1)), "sphere"))
+    indices = torch.arange(n)
+    images = torch.zeros(n, 1, 4, 4)
+    first = codes.posterior(images, indices, generator=torch.Generator().manual_seed(7))
+    again = codes.posterior(images, indices, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(first.sample, again.sample) and torch.equal(first.mean, codes.codes)
+    eps = torch.randn(n, dim, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(first.sample, project(codes.codes + noise * eps, "sphere"), atol=1e-6)
+    assert torch.allclose(first.sample.norm(dim=1), torch.ones(n), atol=1e-5)
+    cosine = (first.sample * codes.codes).sum(dim=1).mean().item()
+    assert cosine == pytest.approx(1 / (1 + dim * noise ** 2) ** 0.5, abs=0.01)
+
+
+def test_posterior_noise_reaches_the_code_table_gradient():
+    codes = built(random_images(10, 4), dim=6, noise=0.1)
+    posterior = codes.posterior(torch.zeros(4, 1, 4, 4), torch.arange(4), generator=torch.Generator().manual_seed(0))
+    posterior.sample.sum().backward()
+    assert codes.codes.grad[:4].abs().sum() > 0 and codes.codes.grad[4:].abs().sum() == 0
+
+
 def test_config_and_registry():
-    assert LatentCodes().config() == {"type": "latent_codes", "dim": 64, "projection": "sphere", "init": "pca"}
+    assert LatentCodes().config() == {"type": "latent_codes", "dim": 64, "projection": "sphere", "init": "pca",
+                                      "noise": 0.0}
     assert create_registry().get("encoder", "latent_codes") is LatentCodes
