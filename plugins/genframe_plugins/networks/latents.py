@@ -96,6 +96,7 @@ class LatentCodes(Encoder):
 
         A latent model fitted afterwards (GLANN's mapper) lands near codes rather than on them; a generator
         that has only ever seen the codes themselves draws such points as blends of neighbouring images.
+        The price is blur where neighbourhoods overlap (the GLANN ablation in benchmarks/RESULTS.md).
         """
         codes = self.encode(images, indices)
         if self.noise == 0:
