@@ -114,19 +114,28 @@ def judged(judge: Judge, images: torch.Tensor) -> dict:
     return judge.relative(judge.score(images))
 
 
+def decoded(decode, latents: torch.Tensor) -> torch.Tensor:
+    """``decode`` (a generator, or mapper then generator) applied in chunks, as uint8 images on the host."""
+    return to_uint8(torch.cat([decode(part) for part in latents.split(500)])).cpu()
+
+
+def reconstructed_rows(num_codes: int, n: int, seed: int) -> torch.Tensor:
+    """The codes whose reconstructions are judged: the same ``n`` for a run and its sharpened generator."""
+    return torch.randperm(num_codes, generator=torch.Generator().manual_seed(seed))[:n]
+
+
 def glo_rows(judge: Judge, run_url: str, seed: int) -> dict[str, dict]:
     """The GLO generator on its own codes, and on a Gaussian fitted to them (no mapper)."""
     system, device = load_trained(run_url)
     codes = system.components["codes"].codes.detach()
     generator = system.components["generator"]
     generator.eval()
-    rows = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))[:judge.n]
     with torch.no_grad():
-        reconstructions = to_uint8(torch.cat([generator(c) for c in codes[rows].split(500)])).cpu()
+        reconstructions = decoded(generator, codes[reconstructed_rows(len(codes), judge.n, seed)])
         gaussian = FittedGaussian(dim=codes.shape[1]).to(device)
         gaussian.fit(codes)
         z = gaussian.sample(judge.n, device=device, generator=torch.Generator(device).manual_seed(seed))
-        fitted = to_uint8(torch.cat([generator(c) for c in z.split(500)])).cpu()
+        fitted = decoded(generator, z)
     return {"glo_reconstructions": judged(judge, reconstructions), "glo_fitted_gaussian": judged(judge, fitted)}
 
 
@@ -152,7 +161,7 @@ def snapped_samples(run_url: str, n: int, seed: int) -> tuple[torch.Tensor, dict
         best, nearest = similarity.max(dim=1)
         between = codes @ codes.T
         between.fill_diagonal_(-2)
-        images = to_uint8(torch.cat([generator(c) for c in codes[nearest].split(500)])).cpu()
+        images = decoded(generator, codes[nearest])
         # a training-like pool of 2 x N: how many codes share their nearest sample with another code
         pool_nearest = nearest_neighbours(codes, mapper(noise.sample(2 * len(codes), device=device,
                                                                      generator=random)))[0]
@@ -186,7 +195,8 @@ def sharpened_rows(judge: Judge, run_url: str, seed: int, epochs: int) -> dict[s
     outputs between them decode well, at the cost of blurred reconstructions; fine-tuning on the
     exact codes (the run's GLO loss, Adam 1e-3 halved every quarter of ``epochs``, batch 128) asks
     whether the sharpness comes back without losing that arrangement. The mapper stays valid as the
-    codes it was fitted to do not move."""
+    codes it was fitted to do not move. A loop here, because the autoencoding trainer always updates the
+    codes it decodes."""
     system, device = load_trained(run_url)
     images, _ = system.data.load()
     loss = system.stages[0].trainer.loss
@@ -206,9 +216,8 @@ def sharpened_rows(judge: Judge, run_url: str, seed: int, epochs: int) -> dict[s
     generator.eval()
     with torch.no_grad():
         z = noise.sample(judge.n, device=device, generator=torch.Generator(device).manual_seed(seed))
-        samples = to_uint8(torch.cat([generator(mapper(part)) for part in z.split(500)])).cpu()
-        rows = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))[:judge.n]
-        reconstructions = to_uint8(torch.cat([generator(c) for c in codes[rows].split(500)])).cpu()
+        samples = decoded(lambda part: generator(mapper(part)), z)
+        reconstructions = decoded(generator, codes[reconstructed_rows(len(codes), judge.n, seed)])
     return {"sharpened": judged(judge, samples), "sharpened_glo_reconstructions": judged(judge, reconstructions)}
 
 
@@ -221,7 +230,7 @@ def truncated_samples(run_url: str, n: int, seed: int, scale: float) -> torch.Te
     generator.eval()
     with torch.no_grad():
         z = noise.sample(n, device=device, generator=torch.Generator(device).manual_seed(seed)) * scale
-        return to_uint8(torch.cat([generator(mapper(part)) for part in z.split(500)])).cpu()
+        return decoded(lambda part: generator(mapper(part)), z)
 
 
 def mapper_run(base: str, url: str, overrides: list[str]) -> str:

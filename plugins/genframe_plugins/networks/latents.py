@@ -98,9 +98,9 @@ class LatentCodes(Encoder):
         that has only ever seen the codes themselves draws such points as blends of neighbouring images.
         The price is blur where neighbourhoods overlap (the GLANN ablation in benchmarks/RESULTS.md).
         """
-        codes = self.encode(images, indices)
         if self.noise == 0:
-            return Posterior(sample=codes, mean=codes)
+            return super().posterior(images, indices, generator=generator)
+        codes = self.encode(images, indices)
         eps = per_example(lambda n: torch.randn((n, self.dim), device=codes.device, dtype=codes.dtype,
                                                 generator=generator), codes.shape[0])
         return Posterior(sample=project(codes + self.noise * eps, self.projection), mean=codes)
