@@ -111,7 +111,14 @@ GLO_VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 def judged(judge: Judge, images: torch.Tensor) -> dict:
-    return judge.relative(judge.score(images))
+    return judge.relative(judge.score(unpadded(images)))
+
+
+def unpadded(images: torch.Tensor, size: int = 28) -> torch.Tensor:
+    """MNIST's digits are 28 px, so larger samples here come from a run that padded them (``glo_pad32``): the
+    judge gets the centre back, as the official code pads only for its loss, rather than a shrunken digit."""
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    return images[..., top:top + size, left:left + size] if top > 0 or left > 0 else images
 
 
 def decoded(decode, latents: torch.Tensor) -> torch.Tensor:

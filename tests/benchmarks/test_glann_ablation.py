@@ -6,7 +6,9 @@ import importlib.util
 import sys
 
 import pytest
+import torch
 
+from genframe.ops.images import resize_uint8
 from genframe.spec.load import load_spec
 
 from ..conftest import REPO
@@ -45,3 +47,10 @@ def test_shortened_glo_scales_epochs_and_schedule_together():
     assert ABLATION.scale_glo(0.25) == ["stages.0.trainer.epochs=50",
                                         "stages.0.trainer.optimizer.schedule.every_epochs=5",
                                         "stages.0.trainer.encoder_optimizer.schedule.every_epochs=5"]
+
+
+def test_padded_samples_are_judged_by_their_centre_not_shrunk():
+    digits = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    padded = resize_uint8(digits, 32, mode="pad")
+    assert torch.equal(ABLATION.unpadded(padded), digits)
+    assert ABLATION.unpadded(digits) is digits
