@@ -35,6 +35,22 @@ def test_log_appends_records(storage):
     assert storage.read_log() == [{"stage": "s", "step": 1, "loss": 0.5}, {"stage": "s", "step": 2, "loss": 0.25}]
 
 
+
+@pytest.mark.parametrize("refusal", [NotImplementedError, ValueError])
+def test_a_store_without_append_mode_gets_its_log_rewritten_whole(storage, monkeypatch, refusal):
+    """Object stores (S3, GCS) refuse mode "ab" with one of these; the log must still grow, not raise."""
+    opened = storage.fs.open
+
+    def no_append(path, mode="rb", *args, **kwargs):
+        if "a" in mode:
+            raise refusal(f"append not supported: {path}")
+        return opened(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(storage.fs, "open", no_append)
+    storage.log({"stage": "s", "step": 1, "loss": 0.5})
+    storage.log({"stage": "s", "step": 2, "loss": 0.25})
+    assert storage.read_log() == [{"stage": "s", "step": 1, "loss": 0.5}, {"stage": "s", "step": 2, "loss": 0.25}]
+
 def test_keeps_the_newest_checkpoints_and_the_best(storage):
     for step in range(1, 6):
         storage.save_checkpoint(_payload(0, step, step), keep=2,
