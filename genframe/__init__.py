@@ -20,6 +20,7 @@ from genframe.ops.distributed import batch_mean, gather_rows, per_example, proce
 from genframe.ops.images import image_grid, png_bytes, resize_uint8, to_float, to_uint8
 from genframe.ops.neighbours import nearest_neighbours
 from genframe.ops.normalization import calibrate_batch_norm
+from genframe.ops.precision import at_least_float32
 from genframe.reporting.curves import loss_curves_png
 from genframe.training.batches import EpochBatches
 from genframe.training.context import StageContext
@@ -28,7 +29,7 @@ from genframe.training.optimisers import Optimisers
 __version__ = "0.2.0"
 #: Version of the plugin API in this module: the major number changes when a name is removed or a
 #: signature changes incompatibly; plugins may require ``genframe.API_VERSION >= (1, n)``.
-API_VERSION = (1, 3)
+API_VERSION = (1, 4)
 
 __all__ = [
     # roles and how a component declares itself
@@ -48,6 +49,8 @@ __all__ = [
     "nearest_neighbours",
     # batch-norm statistics for sampling
     "calibrate_batch_norm",
+    # losses computed in float32 under bf16 autocast, and in float64 in an fp64 run
+    "at_least_float32",
     # metrics: features of generated and real images, and the identities protocols record
     "generated_features", "real_features", "real_subset", "image_digest", "protocol_key", "resolve_extractor",
     # observers

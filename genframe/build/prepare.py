@@ -61,10 +61,15 @@ def prepare(system: System, device: torch.device, *, load_data: bool = True,
         raise GenframeError("either load the data or pass its recorded shape")
     ctx = BuildContext(device=device, seed=system.seed, images=images, labels=labels,
                        channels_last=system.channels_last, **shape)
+    # Under precision: fp64 the default dtype is float64 (genframe.ops.precision); tensors a component
+    # made when it was constructed, before that scope began, are widened to it here.
+    widen = torch.get_default_dtype() == torch.float64
     for comp in system.components.values():
         comp.setup(ctx)
         if isinstance(comp, ModuleComponent):
             comp.to(device, memory_format=torch.channels_last if system.channels_last else torch.preserve_format)
+            if widen:
+                comp.to(torch.float64)
             distributed.convert_batch_norm(comp, device)  # under torchrun: statistics of the global batch
     check_sizes_after_setup(system)
     for stage in system.stages:

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1] (on whatever device the tensor is)."""
-    return images.float().mul_(2.0 / 255.0).sub_(1.0)
+    """uint8 [0, 255] -> float [-1, 1] in torch's default dtype (float32, or float64 in a run with
+    ``precision: fp64``), on whatever device the tensor is."""
+    return images.to(torch.get_default_dtype()).mul_(2.0 / 255.0).sub_(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -56,9 +56,10 @@ class Settings:
     name: str = param(pattern=NAME_PATTERN, help="Run name; the default run folder is runs/<name>-<timestamp>.")
     seed: int = param(0, ge=0, help="Seeds every random number generator of the run.")
     device: str = param("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
-    precision: Literal["fp32", "tf32", "bf16"] = param(
+    precision: Literal["fp32", "tf32", "bf16", "fp64"] = param(
         "fp32", help="fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 (autocast of training steps; "
-                     "penalties keep float32 norms)")
+                     "penalties keep float32 norms); fp64 (parameters, batches, noise and losses in float64: "
+                     "reference runs that agree across machines and thread counts; slow, not on MPS)")
     compile: bool | CompileOptions = param(
         False, help="torch.compile the network components for training: true, or backend/mode options. "
                     "Critics that a penalty differentiates twice stay eager.")

@@ -32,6 +32,7 @@ from genframe.evaluation.metrics import compute_metrics
 from genframe.ops import distributed
 from genframe.ops.denormals import denormals_flushed
 from genframe.ops.images import image_grid, png_bytes, to_uint8
+from genframe.ops.precision import RUN_DTYPES, at_least_float32, default_dtype
 from genframe.storage import RunStorage
 from genframe.training import graphs
 from genframe.training.context import StageContext
@@ -153,9 +154,12 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
     dev = resolve_device(distributed.local_device(device or system.device))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    if system.precision == "fp64" and dev.type == "mps":
+        raise GenframeError(f"{system.source}: precision: fp64 needs float64, which MPS does not have; "
+                            "use device: cpu or cuda, or precision: fp32")
     distributed.join(dev)
     try:
-        with denormals_flushed(dev):
+        with denormals_flushed(dev), default_dtype(RUN_DTYPES[system.precision]):
             return _run(system, out, dev, resume, registry, reuse)
     finally:
         distributed.leave()
@@ -406,7 +410,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
         with autocast:
             losses = _guarded_step(runner, step, stage)
         for key, value in losses.items():  # replayed outputs are overwritten by the next step: add them now
-            sums[key] = sums[key] + value.detach() if key in sums else value.detach().float().clone()
+            sums[key] = sums[key] + value.detach() if key in sums else at_least_float32(value.detach()).clone()
         count += 1
         done = step + 1
         checkpoint_due = done < total and done % system.checkpoint_every == 0
@@ -435,8 +439,8 @@ def _interval_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, floa
     """Mean of each logged loss over the interval's steps (and over processes, under torchrun)."""
     if not sums:
         return {}
-    # summed on the device (float32: MPS has no float64), divided on the host in double precision
-    totals = distributed.sum_(torch.stack([v.float() for v in sums.values()])).tolist()
+    # summed on the device in the run's precision (at least float32), divided on the host in double precision
+    totals = distributed.sum_(torch.stack([at_least_float32(v) for v in sums.values()])).tolist()
     steps = count * distributed.current().size
     return {key: total / steps for key, total in zip(sums, totals)}
 

@@ -108,6 +108,15 @@ def trained_run(tmp_path, tiny_spec, write_spec, registry):
     return train(path, out=str(tmp_path / "run"), registry=registry).url
 
 
+def test_an_fp64_run_evaluates_its_metrics_like_an_fp32_run(tmp_path, tiny_spec, write_spec, registry):
+    """Its samples are uint8 images like any other run's, so the feature extractors see no float64."""
+    tiny_spec["precision"] = "fp64"
+    run = train(write_spec(metric_spec(tiny_spec)), out=str(tmp_path / "run"), registry=registry).url
+    (record,) = [r for r in RunStorage.open(run).read_log() if r.get("event") == "evaluation"]
+    assert record["fid"] > 0 and record["is"] >= 1 and 0 <= record["pr_recall"] <= 1
+    assert record["protocol"]["fid"]["n"] == 32
+
+
 def test_metrics_during_training_are_logged_with_their_protocol(trained_run):
     evaluations = [r for r in RunStorage.open(trained_run).read_log() if r.get("event") == "evaluation"]
     assert [r["stage"] for r in evaluations] == ["mapper"]  # only the sampling stage evaluates

@@ -12,7 +12,7 @@ class Charbonnier(genframe.ReconstructionLoss):
     eps: float = genframe.param(1e-3, gt=0, help="below this error the loss behaves like L2, above it like L1")
 
     def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        error = (reconstruction.float() - target.float()).square() + self.eps**2
+        error = (genframe.at_least_float32(reconstruction) - genframe.at_least_float32(target)).square() + self.eps**2
         return error.sqrt().flatten(1).sum(1).mean()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genframe import BuildContext, Critic, Generator, component, hookimpl, param
+from genframe import BuildContext, Critic, Generator, at_least_float32, component, hookimpl, param
 from genframe_plugins.networks.dcgan import halving_plan
 
 
@@ -67,7 +67,7 @@ class AutoencoderCritic(Critic):
         return self.decoder(self.encoder(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.reconstruct(x)).float().abs().flatten(1).mean(1)
+        return at_least_float32(x - self.reconstruct(x)).abs().flatten(1).mean(1)
 
 
 @component("generator", "began_generator")

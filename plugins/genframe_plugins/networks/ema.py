@@ -51,7 +51,8 @@ class EMA(Generator):
     def after_update(self) -> None:
         self.generator.after_update()
         self.updates += 1
-        weight = torch.where(self.updates > self.start, 1.0 - self.decay, 1.0).float()  # chosen on the device
+        # chosen on the device, in the run's precision (torch's default dtype)
+        weight = torch.where(self.updates > self.start, 1.0 - self.decay, 1.0)
         average_into(self.average, self.generator, weight)
 
 

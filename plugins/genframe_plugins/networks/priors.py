@@ -95,7 +95,7 @@ class FittedGaussian(Prior, ModuleComponent):
                                 f"(now {self.ridge:g}) or use codes that span all {self.dim} dimensions")
         self.mean.copy_(mean)
         self.scale_tril.copy_(scale_tril)
-        return -MultivariateNormal(mean, scale_tril=scale_tril).log_prob(x).mean().float()
+        return -MultivariateNormal(mean, scale_tril=scale_tril).log_prob(x).mean().to(torch.get_default_dtype())
 
     def sample(self, n: int, *, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> torch.Tensor:

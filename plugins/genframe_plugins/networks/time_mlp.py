@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from genframe import BuildContext, TimeNetwork, component, hookimpl, param
+from genframe import BuildContext, TimeNetwork, at_least_float32, component, hookimpl, param
 
 
 def sinusoidal(t: torch.Tensor, size: int) -> torch.Tensor:
@@ -15,7 +15,7 @@ def sinusoidal(t: torch.Tensor, size: int) -> torch.Tensor:
     frequencies from 1 to 1000 so that small and large changes of t are both visible."""
     half = size // 2
     frequencies = torch.exp(torch.linspace(0.0, math.log(1000.0), half, device=t.device))
-    angles = t.float().reshape(-1, 1) * frequencies * math.pi
+    angles = at_least_float32(t).reshape(-1, 1) * frequencies * math.pi
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genframe import BuildContext, GenframeError, TimeNetwork, component, hookimpl, param
+from genframe import BuildContext, GenframeError, TimeNetwork, at_least_float32, component, hookimpl, param
 from genframe_plugins.networks.dcgan import classes_param
 
 #: Times in [0, 1] are scaled to DDPM's step range [0, 1000] before the sinusoids, so that their
@@ -27,9 +27,9 @@ TIME_SCALE = 1000.0
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sines and cosines of ``TIME_SCALE * t`` at ``dim // 2`` geometrically spaced frequencies each
     (a zero column pads an odd ``dim``): a smooth code in which both fine and coarse changes of t show."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = TIME_SCALE * t.float()[:, None] * freqs[None]
+    half, t = dim // 2, at_least_float32(t)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    angles = TIME_SCALE * t[:, None] * freqs[None]
     return F.pad(torch.cat([angles.sin(), angles.cos()], dim=1), (0, dim % 2))
 
 

@@ -2,7 +2,7 @@
 normalisation and consistency regularisation. Several may apply at once.
 
 The penalties differentiate the critic with respect to its input with ``create_graph=True``, so
-that the penalty's own gradient reaches the critic's weights. Gradient norms are taken in float32:
+that the penalty's own gradient reaches the critic's weights. Gradient norms are taken in at least float32:
 under autocast the input gradient may be bfloat16, and the penalty is a small difference
 (||g|| - 1) that half precision would mostly round away. With float16 autocast the input gradient
 itself can underflow; bfloat16 has float32's range and does not. Random draws (interpolation
@@ -20,17 +20,18 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from genframe import Critic, GenframeError, LipschitzConstraint, SpecError, component, hookimpl, param, per_example
+from genframe import (Critic, GenframeError, LipschitzConstraint, SpecError, at_least_float32, component, hookimpl,
+                      param, per_example)
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _input_gradients(critic: Scorer, inputs: torch.Tensor) -> torch.Tensor:
-    """d sum(critic(x)) / dx at ``inputs``, flattened per example to float32 (N, D), differentiable."""
+    """d sum(critic(x)) / dx at ``inputs``, flattened per example, in at least float32 (N, D), differentiable."""
     inputs = inputs.detach().requires_grad_(True)
     scores = critic(inputs)
     (grad,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
-    return grad.flatten(1).float()
+    return at_least_float32(grad.flatten(1))
 
 
 def _per_example(x: torch.Tensor) -> tuple[int, ...]:
@@ -99,7 +100,7 @@ class DRAGAN(_InputGradientPenalty):
         real = real.detach()
         noise = per_example(lambda n: torch.rand((n, *real.shape[1:]), device=real.device, dtype=real.dtype),
                             real.shape[0])
-        perturbed = real + self.c * real.float().std().to(real.dtype) * noise
+        perturbed = real + self.c * at_least_float32(real).std().to(real.dtype) * noise
         return self.weight * _norm_excess(critic, interpolate(perturbed, real), one_sided=False)
 
 
@@ -221,7 +222,8 @@ class Consistency(LipschitzConstraint):
 
     def penalty(self, critic: Scorer, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         real = real.detach()
-        return self.weight * (critic(real).float() - critic(self.augment(real)).float()).square().mean()
+        shift = at_least_float32(critic(real)) - at_least_float32(critic(self.augment(real)))
+        return self.weight * shift.square().mean()
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """Adversarial objectives: how critic scores become critic and generator losses.
 
 Scores are raw critic outputs (logits for the logistic objectives), one per image; every loss is
-a mean over the batch, computed in float32 so that half-precision scores do not round the
+a mean over the batch, computed in at least float32 so that half-precision scores do not round the
 softplus terms away. BEGAN's scores are reconstruction energies of its autoencoder critic
 (``networks/began.py``).
 """
@@ -13,7 +13,8 @@ import abc
 import torch
 import torch.nn.functional as F
 
-from genframe import Critic, Divergence, SpecError, batch_mean, component, hookimpl, param, process_mean
+from genframe import (Critic, Divergence, SpecError, at_least_float32, batch_mean, component, hookimpl, param,
+                      process_mean)
 from genframe_plugins.networks.began import AutoencoderCritic
 
 
@@ -26,10 +27,10 @@ class Wasserstein(Divergence):
     """
 
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return fake_scores.float().mean() - real_scores.float().mean()
+        return at_least_float32(fake_scores).mean() - at_least_float32(real_scores).mean()
 
     def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return -fake_scores.float().mean()
+        return -at_least_float32(fake_scores).mean()
 
 
 @component("divergence", "hinge")
@@ -44,7 +45,8 @@ class Hinge(Wasserstein):
     margin: float = param(1.0, gt=0, help="scores beyond +-margin cost the critic nothing")
 
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.margin - real_scores.float()).mean() + F.relu(self.margin + fake_scores.float()).mean()
+        real, fake = at_least_float32(real_scores), at_least_float32(fake_scores)
+        return F.relu(self.margin - real).mean() + F.relu(self.margin + fake).mean()
 
 
 class _Logistic(Divergence):
@@ -55,7 +57,7 @@ class _Logistic(Divergence):
     """
 
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return F.softplus(-real_scores.float()).mean() + F.softplus(fake_scores.float()).mean()
+        return F.softplus(-at_least_float32(real_scores)).mean() + F.softplus(at_least_float32(fake_scores)).mean()
 
 
 @component("divergence", "nonsaturating")
@@ -67,7 +69,7 @@ class NonSaturating(_Logistic):
     """
 
     def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return F.softplus(-fake_scores.float()).mean()
+        return F.softplus(-at_least_float32(fake_scores)).mean()
 
 
 @component("divergence", "minimax")
@@ -79,7 +81,7 @@ class Minimax(_Logistic):
     """
 
     def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return -F.softplus(fake_scores.float()).mean()
+        return -F.softplus(at_least_float32(fake_scores)).mean()
 
 
 @component("divergence", "least_squares")
@@ -97,11 +99,11 @@ class LeastSquares(Divergence):
     c: float = param(1.0, help="score the generator wants the critic to give its images")
 
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (real_scores.float() - self.b).square().mean() + \
-            0.5 * (fake_scores.float() - self.a).square().mean()
+        return 0.5 * (at_least_float32(real_scores) - self.b).square().mean() + \
+            0.5 * (at_least_float32(fake_scores) - self.a).square().mean()
 
     def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (fake_scores.float() - self.c).square().mean()
+        return 0.5 * (at_least_float32(fake_scores) - self.c).square().mean()
 
 
 class _Relativistic(Divergence):
@@ -123,7 +125,7 @@ class _Relativistic(Divergence):
 
     @staticmethod
     def relative(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        real, fake = real_scores.float(), fake_scores.float()
+        real, fake = at_least_float32(real_scores), at_least_float32(fake_scores)
         return real - batch_mean(fake), fake - batch_mean(real)
 
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -187,15 +189,15 @@ class BEGAN(Divergence):
         self._k = torch.tensor(self.k_init, device=device)
 
     def critic_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return real_scores.float().mean() - self._k * fake_scores.float().mean()
+        return at_least_float32(real_scores).mean() - self._k * at_least_float32(fake_scores).mean()
 
     def generator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-        return fake_scores.float().mean()
+        return at_least_float32(fake_scores).mean()
 
     def update(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
         # k_t steers every process's critic loss, so it follows the global batch's energies
-        real_energy, fake_energy = process_mean(torch.stack([real_scores.float().mean(),
-                                                                 fake_scores.float().mean()]))
+        real_energy, fake_energy = process_mean(torch.stack([at_least_float32(real_scores).mean(),
+                                                                 at_least_float32(fake_scores).mean()]))
         balance = self.gamma * real_energy - fake_energy
         self._k.copy_((self._k + self.lambda_k * balance).clamp(0.0, 1.0))  # in place, for CUDA graphs
         return {"k": self._k.clone(), "convergence": real_energy + balance.abs()}

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from genframe import (Component, Encoder, GenframeError, LatentDivergence, Posterior, Prior, SpecError,
-                      StageContext, component, hookimpl, param, per_example, ref)
+                      StageContext, at_least_float32, component, hookimpl, param, per_example, ref)
 
 #: Prior samples drawn (with a fixed seed, on the CPU) to measure the prior's spread for the MMD kernels.
 SPREAD_SAMPLES = 10_000
@@ -45,7 +45,7 @@ class KL(LatentDivergence):
     def __call__(self, posterior: Posterior, generator: torch.Generator | None = None) -> torch.Tensor:
         if posterior.log_var is None:
             raise GenframeError("latent_divergence kl: the posterior has no log-variance (a deterministic encoder)")
-        return gaussian_kl(posterior.mean.float(), posterior.log_var.float()).mean()
+        return gaussian_kl(at_least_float32(posterior.mean), at_least_float32(posterior.log_var)).mean()
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -124,9 +124,9 @@ class MMD(LatentDivergence):
         self._bandwidths = [s * base for s in self.scales]
 
     def __call__(self, posterior: Posterior, generator: torch.Generator | None = None) -> torch.Tensor:
-        codes = posterior.sample.float()
+        codes = at_least_float32(posterior.sample)
         samples = per_example(lambda n: self._prior.sample(n, device=codes.device, generator=generator),
-                              codes.shape[0]).float()
+                              codes.shape[0]).to(codes.dtype)
         return mmd_unbiased(codes, samples, self.kernel, self._bandwidths)
 
 

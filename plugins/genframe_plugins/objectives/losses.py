@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genframe import BuildContext, GenframeError, ReconstructionLoss, component, hookimpl, param
+from genframe import BuildContext, GenframeError, ReconstructionLoss, at_least_float32, component, hookimpl, param
 
 #: 1-D taps of Burt and Adelson's 5-tap binomial filter; the 2-D blur is their outer product.
 BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
@@ -81,7 +81,7 @@ class L2(ReconstructionLoss):
     """Squared error summed over each image's pixels, averaged over the batch."""
 
     def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _per_image_sum((reconstruction.float() - target.float()).square()).mean()
+        return _per_image_sum((at_least_float32(reconstruction) - at_least_float32(target)).square()).mean()
 
 
 @component("reconstruction_loss", "l1")
@@ -89,7 +89,7 @@ class L1(ReconstructionLoss):
     """Absolute error summed over each image's pixels, averaged over the batch; less blurry than l2."""
 
     def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _per_image_sum((reconstruction.float() - target.float()).abs()).mean()
+        return _per_image_sum((at_least_float32(reconstruction) - at_least_float32(target)).abs()).mean()
 
 
 @component("reconstruction_loss", "lap1")
@@ -115,7 +115,7 @@ class Lap1(ReconstructionLoss):
             raise ValueError(f"kernel taps must be non-negative with a positive sum, got {list(self.kernel)}")
 
     def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        bands = laplacian_pyramid(reconstruction.float() - target.float(), self.levels, self.kernel)
+        bands = laplacian_pyramid(at_least_float32(reconstruction) - at_least_float32(target), self.levels, self.kernel)
         return sum(4.0 ** j * _per_image_sum(band.abs()) for j, band in enumerate(bands)).mean()
 
 
@@ -241,7 +241,7 @@ class VGG(ReconstructionLoss):
         return ((images.expand(-1, 3, -1, -1) + 1.0) / 2.0 - mean) / std
 
     def __call__(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        x, y = reconstruction.float(), target.float()
+        x, y = at_least_float32(reconstruction), at_least_float32(target)
         per_image = self.pixel_weight * (x - y).abs().flatten(1).mean(1)
         if self.levels:
             # Both batches in one pass; each level's output is split back into (x, y) halves.

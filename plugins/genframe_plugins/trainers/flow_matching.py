@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from genframe import (Component, Encoder, Optimizer, SpecError, StageContext, Trainer, component, hookimpl, param,
-                      per_example, ref)
+from genframe import (Component, Encoder, Optimizer, SpecError, StageContext, Trainer, at_least_float32, component,
+                      hookimpl, param, per_example, ref)
 from genframe_plugins.networks.flows import FlowGenerator, FlowMapper
 from genframe_plugins.trainers._defaults import adam_defaults
 
@@ -90,7 +90,7 @@ class FlowMatching(Trainer):
             dropped = self._draw(tuple(data.shape), "uniform") < self.label_dropout
             labels = torch.where(dropped, self._network.num_classes, self._labels[indices])
         output = self._network(inputs, feature, labels)
-        loss = (output.float() - self._path.target(data, noise, x_t, t).float()).square().mean()
+        loss = (at_least_float32(output) - at_least_float32(self._path.target(data, noise, x_t, t))).square().mean()
         self._optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self._optimiser.step()
