@@ -234,8 +234,10 @@ class RunStorage:
     def save_checkpoint(self, payload: dict[str, Any], *, keep: int = 3, best: dict | None = None) -> str:
         """Write a checkpoint of (``payload['stage']``, ``payload['step']``), then commit it in the index.
 
-        Keeps the ``keep`` newest; ``best`` (``{"metric": name, "value": v}``) marks this one as the
-        best so far, which is kept as well whatever its age.
+        Keeps the ``keep`` newest, and every stage's last one (saved as step 0 of the next stage),
+        which marks a stage boundary that ``--reuse`` starts from: one file per stage. ``best``
+        (``{"metric": name, "value": v}``) marks this one as the best so far, which is kept as well
+        whatever its age.
         """
         buffer = io.BytesIO()
         torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
@@ -248,7 +250,8 @@ class RunStorage:
         entries = [e for e in index["checkpoints"] if e["file"] != rel] + [entry]
         if best is not None:
             index["best"] = {**entry, **best}
-        protected = {index["best"]["file"]} if index.get("best") else set()
+        protected = {e["file"] for e in entries if e["step"] == 0}  # stage boundaries
+        protected |= {index["best"]["file"]} if index.get("best") else set()
         kept = entries[-max(1, keep):]
         kept = [e for e in entries if e in kept or e["file"] in protected]
         index["checkpoints"] = kept

@@ -53,10 +53,15 @@ def _optional_aware(validators: list) -> Any:
 
 
 def ref(role: str | tuple[str, ...], default: Any = attrs.NOTHING, *, help: str = "",
-        also: tuple[str, ...] = ()) -> Any:
-    """A field naming a component declared under ``components:`` (of one of the roles, or one of ``also``)."""
+        also: tuple[str, ...] = (), read_only: bool = False) -> Any:
+    """A field naming a component declared under ``components:`` (of one of the roles, or one of ``also``).
+
+    ``read_only=True`` declares that the stage only reads that component: its weights, buffers and
+    statistics leave the stage as they entered it. ``--reuse`` relies on it to take a shared
+    component from a later checkpoint of a run; a reference without it is taken to be trained.
+    """
     roles = (role,) if isinstance(role, str) else tuple(role)
-    meta = {"help": help, "ref": roles, "also": tuple(also)}
+    meta = {"help": help, "ref": roles, "also": tuple(also), "read_only": read_only}
     return attrs.field(default=default, metadata={_META: meta})
 
 
@@ -71,6 +76,11 @@ def help_of(field: attrs.Attribute) -> str:
 def ref_roles(field: attrs.Attribute) -> tuple[str, ...]:
     """Roles a reference field may name; empty for ordinary parameters."""
     return meta(field).get("ref", ())
+
+
+def ref_read_only(field: attrs.Attribute) -> bool:
+    """Whether a reference field names a component that is only read (see :func:`ref`)."""
+    return meta(field).get("read_only", False)
 
 
 def unwrap_optional(tp: Any) -> tuple[Any, bool]:

@@ -6,7 +6,7 @@ import inspect
 
 import attrs
 
-from genframe.components.params import field_schema, help_of, is_required, ref_roles
+from genframe.components.params import field_schema, help_of, is_required, ref_read_only, ref_roles
 from genframe.components.registry import Registry, get_registry
 from genframe.components.roles import ROLES
 
@@ -14,7 +14,7 @@ from genframe.components.roles import ROLES
 def _type_text(field: attrs.Attribute) -> str:
     roles = ref_roles(field)
     if roles:
-        return "name of a " + " or ".join(roles)
+        return "name of a " + " or ".join(roles) + (", read only" if ref_read_only(field) else ", trained")
     schema = field_schema(field, lambda cls: {"component": cls.role})
     return _schema_text(schema)
 

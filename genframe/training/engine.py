@@ -24,7 +24,7 @@ from genframe.build.prepare import compile_components, prepare, resolve_device, 
 from genframe.build.sampler import Sampler
 from genframe.build.system import System, build, walk
 from genframe.components.hooks import RunInfo
-from genframe.components.params import ref_roles
+from genframe.components.params import ref_read_only, ref_roles
 from genframe.components.registry import Registry, get_registry
 from genframe.components.roles import ModuleComponent
 from genframe.errors import GenframeError
@@ -67,6 +67,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_stage(seed: int, index: int) -> None:
+    """Seed the global random streams for stage ``index`` (after the first) from the run's seed and
+    the index alone: a stage then draws the same numbers however many its predecessors drew, so
+    changing an earlier stage's length leaves its noise alone, and a run that starts at a stage
+    boundary (resumed there, or reusing an earlier run's stages) needs no random state from before it."""
+    seed_everything(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
 
 
 def rng_state() -> dict:
@@ -208,8 +216,8 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
             "genframe": __import__("genframe").__version__, "torch": torch.__version__,
             "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
             "hardware": {**hardware(dev), "processes": the_run.world.size},
-            **({"reused": {"run": reuse, "stages": [s.name for s in system.stages[:checkpoint["stage"]]]}}
-               if reused is not None else {}),
+            **({"reused": {"run": reuse, "stages": [s.name for s in system.stages[:checkpoint["stage"]]],
+                           "checkpoint": reused["file"]}} if reused is not None else {}),
         })
         if reused is not None:  # the log tells the whole story, reused stages included
             shared = {s.name for s in system.stages[:checkpoint["stage"]]}
@@ -293,8 +301,8 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
         ctx = StageContext(build=the_run.build_ctx, components=system.components, stage=stage.name,
                            stage_index=stage.index, generator=generator)
         resuming_here = checkpoint is not None and stage.index == start_stage
-        if resuming_here and start_step == 0:
-            set_rng_state(checkpoint["rng"])  # stage boundary: state as the previous stage left it
+        if stage.index > 0 and not (resuming_here and start_step > 0):
+            seed_stage(system.seed, stage.index)  # a stage boundary needs no random state from before it
         stage.trainer.bind(ctx)  # its optimisers start with fresh schedules
         step = 0
         if resuming_here and start_step > 0:
@@ -319,12 +327,13 @@ def _trim_log(the_run: Run, stage: int, step: int) -> None:
         the_run.storage.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def referenced_components(trainer) -> set[str]:
-    """Names of the components a trainer (and anything nested in it) refers to by name."""
+def referenced_components(trainer, *, trained_only: bool = False) -> set[str]:
+    """Names of the components a trainer (and anything nested in it) refers to by name; with
+    ``trained_only``, those it may change (every reference not declared ``read_only``)."""
     names = set()
     for comp, _ in walk(trainer, "trainer"):
         for f in attrs.fields(type(comp)):
-            if ref_roles(f):
+            if ref_roles(f) and not (trained_only and ref_read_only(f)):
                 names.add(getattr(comp, f.name))
     return names
 
@@ -336,6 +345,12 @@ def reused_checkpoint(system: System, source: str, registry: Registry) -> dict:
     train or read, are equal; the data, seed and precision must be equal too, since the stages'
     results are taken as they are. Components the shared stages do not touch (a mapper of another
     width, say) are left out of the checkpoint and start from their initialisation in the new spec.
+
+    The stage-end checkpoint is never pruned. A run written before it was kept (or one that lost it)
+    still serves through a later checkpoint, when no stage between the two trains a component the
+    shared stages left: GLANN's mapper stage only reads the codes and the generator, so the final
+    checkpoint holds them as GLO left them. What each stage trains is what its trainer declares
+    (references not marked ``read_only``).
     """
     storage = RunStorage.open(source)
     theirs = build(storage.read_spec(), f"{storage.url}/spec.yaml", registry)
@@ -361,15 +376,25 @@ def reused_checkpoint(system: System, source: str, registry: Registry) -> dict:
         raise GenframeError(f"{where}: every stage of this spec is the same as that run's; nothing is left to "
                             f"train (sample it with: genframe sample {storage.url})")
     used = set().union(*(referenced_components(stage.trainer) for stage in system.stages[:shared]))
-    boundary = [e for e in storage.checkpoints() if e["stage"] == shared and e["step"] == 0]
-    if not boundary:
-        raise GenframeError(f"{where}: holds no checkpoint at the end of stage {system.stages[shared - 1].name!r} "
-                            "(the run stopped earlier, or keep_checkpoints pruned it)")
-    payload, problem = storage.verified_checkpoint(boundary[0])
-    if payload is None:
-        raise GenframeError(f"{where}: {boundary[0]['file']}: {problem}")
-    payload["components"] = {n: state for n, state in payload["components"].items() if n in used}
-    return payload
+    end = f"the end of stage {system.stages[shared - 1].name!r}"
+    later = sorted((e for e in storage.checkpoints() if (e["stage"], e["step"]) >= (shared, 0)),
+                   key=lambda e: (e["stage"], e["step"]))
+    problems = []
+    for entry in later:
+        between = theirs.stages[shared:entry["stage"] + (entry["step"] > 0)]  # stages run since that end
+        changed = [f"stage {s.name!r} trains {', '.join(sorted(trained))}" for s in between
+                   if (trained := referenced_components(s.trainer, trained_only=True) & used)]
+        if changed:  # and so it does for every later checkpoint
+            problems.append(f"no checkpoint after it holds that state ({changed[0]})")
+            break
+        payload, problem = storage.verified_checkpoint(entry)
+        if payload is None:
+            problems.append(f"{entry['file']}: {problem}")
+            continue
+        return {"stage": shared, "step": 0, "file": entry["file"], "rng": payload["rng"],
+                "components": {n: state for n, state in payload["components"].items() if n in used}}
+    raise GenframeError(f"{where}: holds no checkpoint at {end}" + (f"; {'; '.join(problems)}" if problems else
+                        " or after it (the run stopped earlier)"))
 
 
 def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,

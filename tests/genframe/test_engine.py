@@ -79,7 +79,8 @@ def test_reuse_trains_only_the_stages_that_differ_and_equals_a_full_run(tiny_spe
     ours, theirs = checkpoint_weights(reused.url), checkpoint_weights(full.url)
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     storage = RunStorage.open(reused.url)
-    assert storage.read_json("run.json")["reused"] == {"run": source.url, "stages": ["glo"]}
+    assert storage.read_json("run.json")["reused"] == {"run": source.url, "stages": ["glo"],
+                                                       "checkpoint": "checkpoints/01-000000000.pt"}
     # the log holds the reused stage's records (copied) and the new stage's, as a full run's does
     steps = [(r["stage"], r["step"]) for r in storage.read_log()]
     assert steps == [(r["stage"], r["step"]) for r in RunStorage.open(full.url).read_log()]
@@ -101,12 +102,75 @@ def test_reuse_refuses_what_it_cannot_share(tiny_spec, write_spec, tmp_path, cha
     assert not (tmp_path / "new").exists()  # refused before any folder is created
 
 
-def test_reuse_needs_the_checkpoint_at_the_end_of_the_shared_stages(tiny_spec, write_spec, tmp_path):
-    tiny_spec["keep_checkpoints"] = 1
-    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+def _mapper_variant(tiny_spec: dict) -> dict:
+    """The tiny GLANN with another mapper stage: it shares the GLO stage."""
     tiny_spec["stages"][1]["trainer"]["epochs"] = 3
-    with pytest.raises(GenframeError, match="no checkpoint at the end of stage 'glo'"):
-        train(write_spec(tiny_spec, "variant.yaml"), out=str(tmp_path / "new"), reuse=source.url)
+    return tiny_spec
+
+
+def _forget_stage_ends(run_url: str) -> None:
+    """Make a run folder look like one written before stage-end checkpoints were kept: only the
+    newest checkpoint is left, as keep_checkpoints: 1 used to leave it."""
+    storage = RunStorage.open(run_url)
+    index = storage.read_json("checkpoints/index.json")
+    for entry in index["checkpoints"][:-1]:
+        storage.fs.rm(storage.path(entry["file"]))
+    index["checkpoints"] = index["checkpoints"][-1:]
+    storage.write_json("checkpoints/index.json", index)
+
+
+def test_every_stage_end_checkpoint_is_kept_so_a_finished_run_can_be_reused(tiny_spec, write_spec, tmp_path):
+    """The shipped specs' settings (keep 3, several checkpoints inside the last stage) used to prune
+    the GLO stage's end before the run finished."""
+    tiny_spec.update(keep_checkpoints=1, checkpoint_every=2)
+    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+    ends = [(e["stage"], e["step"]) for e in RunStorage.open(source.url).checkpoints() if e["step"] == 0]
+    assert ends == [(1, 0), (2, 0)]
+    variant = write_spec(_mapper_variant(tiny_spec), "variant.yaml")
+    reused = train(variant, out=str(tmp_path / "reused"), reuse=source.url)
+    full = train(variant, out=str(tmp_path / "full"))
+    ours, theirs = checkpoint_weights(reused.url), checkpoint_weights(full.url)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert RunStorage.open(reused.url).read_json("run.json")["reused"]["checkpoint"] == "checkpoints/01-000000000.pt"
+
+
+def test_a_run_without_its_stage_end_checkpoint_is_reused_through_its_final_one(tiny_spec, write_spec, tmp_path):
+    """The mapper stage only reads the codes and the generator (IMLE declares prior and targets
+    read_only), so the final checkpoint holds them as GLO left them."""
+    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+    _forget_stage_ends(source.url)
+    variant = write_spec(_mapper_variant(tiny_spec), "variant.yaml")
+    reused = train(variant, out=str(tmp_path / "reused"), reuse=source.url)
+    full = train(variant, out=str(tmp_path / "full"))
+    ours, theirs = checkpoint_weights(reused.url), checkpoint_weights(full.url)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert RunStorage.open(reused.url).read_json("run.json")["reused"] == {
+        "run": source.url, "stages": ["glo"], "checkpoint": "checkpoints/02-000000000.pt"}
+
+
+def test_a_later_stage_that_trains_a_shared_component_rules_out_later_checkpoints(tiny_spec, write_spec, tmp_path):
+    tiny_spec["stages"].append({"name": "polish", "trainer": {"type": "autoencoding", "encoder": "codes",
+                                                               "generator": "generator", "epochs": 1}})
+    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+    _forget_stage_ends(source.url)
+    tiny_spec["stages"] = tiny_spec["stages"][:2]
+    with pytest.raises(GenframeError, match=r"holds no checkpoint at the end of stage 'glo'; no checkpoint after "
+                                            r"it holds that state \(stage 'polish' trains codes, generator\)"):
+        train(write_spec(_mapper_variant(tiny_spec), "variant.yaml"), out=str(tmp_path / "new"), reuse=source.url)
+    assert not (tmp_path / "new").exists()
+
+
+def test_reuse_needs_a_run_that_finished_the_shared_stages(tiny_spec, write_spec, tmp_path):
+    tiny_spec["stages"][0]["trainer"]["epochs"] = 1
+    source = train(write_spec(tiny_spec), out=str(tmp_path / "source"))
+    storage = RunStorage.open(source.url)
+    index = storage.read_json("checkpoints/index.json")
+    index["checkpoints"] = [e for e in index["checkpoints"] if e["stage"] == 0]  # as if it stopped in GLO
+    storage.write_json("checkpoints/index.json", index)
+    tiny_spec["stages"][0]["trainer"]["epochs"] = 1
+    with pytest.raises(GenframeError, match=r"holds no checkpoint at the end of stage 'glo' or after it "
+                                            r"\(the run stopped earlier\)"):
+        train(write_spec(_mapper_variant(tiny_spec), "variant.yaml"), out=str(tmp_path / "new"), reuse=source.url)
 
 
 def test_run_folder_may_be_any_fsspec_url(tiny_spec, write_spec):
@@ -253,7 +317,8 @@ def test_best_checkpoint_by_an_evaluation_metric(tiny_spec, write_spec, tmp_path
     # evaluations: glo 4, 8, 12 (end), mapper 4, 8 (end) -> scores 5, 2, 4, 3, 9: best is glo step 8
     assert storage.best_value() == 2.0
     assert (storage.load_checkpoint("best")["stage"], storage.load_checkpoint("best")["step"]) == (0, 8)
-    assert [(e["stage"], e["step"]) for e in storage.checkpoints()] == [(0, 8), (2, 0)]
+    # the best one and every stage's last one stay, whatever keep_checkpoints says
+    assert [(e["stage"], e["step"]) for e in storage.checkpoints()] == [(0, 8), (1, 0), (2, 0)]
     images, _ = sample(finished.url, 2, seed=0, checkpoint="best", registry=registry)
     assert images.shape == (2, 1, 8, 8)
 

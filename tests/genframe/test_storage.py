@@ -63,6 +63,15 @@ def test_keeps_the_newest_checkpoints_and_the_best(storage):
     assert storage.load_checkpoint("best")["step"] == 2 and storage.best_value() == 3.0
 
 
+def test_every_stage_end_checkpoint_outlives_keep(storage):
+    """A stage's last checkpoint is saved as step 0 of the next stage: it is where --reuse starts."""
+    for stage, step in [(0, 2), (0, 4), (1, 0), (1, 2), (1, 4), (1, 6), (2, 0), (2, 2), (2, 4)]:
+        storage.save_checkpoint(_payload(stage, step, step), keep=1)
+    assert [(e["stage"], e["step"]) for e in storage.checkpoints()] == [(1, 0), (2, 0), (2, 4)]
+    files = sorted(p.rsplit("/", 1)[1] for p in storage.fs.ls(storage.path("checkpoints"), detail=False))
+    assert files == ["01-000000000.pt", "02-000000000.pt", "02-000000004.pt", "index.json"]
+
+
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(storage, capsys):
     storage.save_checkpoint(_payload(0, 10, 1.0))
     storage.save_checkpoint(_payload(0, 20, 2.0))

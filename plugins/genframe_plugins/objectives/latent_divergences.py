@@ -99,7 +99,7 @@ class MMD(LatentDivergence):
     tails keep one for outlying codes, where a Gaussian kernel's vanishes.
     """
 
-    prior: str = ref("prior", "prior", help="the prior the codes are pulled towards")
+    prior: str = ref("prior", "prior", read_only=True, help="the prior the codes are pulled towards")
     weight: float = param(10.0, ge=0, help="lambda, the multiplier of the term (10 in the WAE paper's MNIST runs)")
     kernel: Literal["imq", "rbf"] = param("imq", help="imq: C / (C + |x - y|^2); rbf: exp(-|x - y|^2 / C)")
     scales: list[float] = param(factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0],

@@ -25,7 +25,7 @@ class Adversarial(Trainer):
 
     generator: str = ref("generator", "generator")
     critic: str = ref("critic", "critic")
-    prior: str = ref("prior", "prior")
+    prior: str = ref("prior", "prior", read_only=True)
     divergence: Divergence = param(factory=lambda: {"type": "wasserstein"})
     constraints: list[LipschitzConstraint] = param(factory=list, help="Lipschitz constraints / regularisers")
     n_critic: int = param(5, ge=1, help="critic updates per generator update")

@@ -28,7 +28,8 @@ class FitPrior(Trainer):
     """
 
     prior: str = ref("prior", "prior", help="the prior to fit: one with a fit(codes) method, e.g. fitted_gaussian")
-    encoder: str = ref("encoder", "encoder", help="the encoder whose codes of the training images are fitted")
+    encoder: str = ref("encoder", "encoder", read_only=True,
+                       help="the encoder whose codes of the training images are fitted")
 
     def check(self, components: dict[str, Component], path: str) -> None:
         prior, encoder = components[self.prior], components[self.encoder]

@@ -25,7 +25,7 @@ class FlowMatching(Trainer):
     """
 
     model: str = ref(("latent_mapper", "generator"), "mapper", help="a flow_mapper (codes) or a flow generator")
-    targets: str = ref("encoder", "codes", also=("data",),
+    targets: str = ref("encoder", "codes", also=("data",), read_only=True,
                        help="'data' for the training images, or an encoder whose codes of the data are fitted")
     epochs: int = param(100, ge=1)
     batch_size: int = param(256, ge=1)

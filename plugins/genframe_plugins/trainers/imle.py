@@ -63,8 +63,8 @@ class IMLE(Trainer):
 
     model: str = ref(("latent_mapper", "generator"), "mapper",
                      help="what is fitted: a latent mapper (GLANN) or a generator (image-space IMLE)")
-    prior: str = ref("prior", "prior", help="where the model's input noise comes from")
-    targets: str = ref("encoder", "codes", also=("data",),
+    prior: str = ref("prior", "prior", read_only=True, help="where the model's input noise comes from")
+    targets: str = ref("encoder", "codes", also=("data",), read_only=True,
                        help="'data' for the training images, or an encoder whose codes of the data are fitted")
     epochs: int = param(50, ge=1)
     batch_size: int = param(128, ge=1)
