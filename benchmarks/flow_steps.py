@@ -38,7 +38,8 @@ def curves(run: str, solvers: list[str], steps: list[int], judge: Judge, n: int,
             for name in flows:
                 system.components[name].solver = solver
             score = judge.relative(judge.score(sample_images(system, device, n, seed)))
-            points.append({"steps": count, "nfe": solver.evaluations(), **score})
+            nfe = sum(system.components[name].evaluations() for name in flows)
+            points.append({"steps": count, "nfe": nfe, **score})
             print(json.dumps({solver_name: points[-1]}), flush=True)
         results["solvers"][solver_name] = points
     return results
@@ -70,7 +71,7 @@ def plot(results: dict) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run folder whose sampler chain holds a flow")
-    parser.add_argument("--solvers", default="euler,heun")
+    parser.add_argument("--solvers", default="euler,heun,dpm_solver_pp")
     parser.add_argument("--steps", default="1,2,4,8,16,32")
     parser.add_argument("--n", type=int, default=2000, help="samples the judge reads at each point")
     parser.add_argument("--seed", type=int, default=0)

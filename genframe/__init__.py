@@ -9,10 +9,10 @@ between minor releases. See docs/plugins.md.
 from genframe.build.context import BuildContext
 from genframe.components.hooks import RunInfo, hookimpl
 from genframe.components.params import param, ref
-from genframe.components.roles import (Component, Critic, Dataset, Divergence, Encoder, FeatureExtractor, Generator,
-                                       LatentDivergence, LatentMapper, LipschitzConstraint, Metric, ModuleComponent,
-                                       Optimizer, Posterior, Prior, ProbabilityPath, ReconstructionLoss, Schedule, Solver,
-                                       TimeNetwork, Trainer, component)
+from genframe.components.roles import (Component, Critic, Dataset, Divergence, Encoder, FeatureExtractor, Field,
+                                       Generator, LatentDivergence, LatentMapper, LipschitzConstraint, Metric,
+                                       ModuleComponent, Optimizer, Posterior, Prior, ProbabilityPath, ReconstructionLoss,
+                                       Schedule, Solver, TimeNetwork, Trainer, component)
 from genframe.errors import GenframeError, SpecError
 from genframe.evaluation.metrics import (generated_features, image_digest, protocol_key, real_features, real_subset,
                                          resolve_extractor)
@@ -35,8 +35,8 @@ __all__ = [
     # roles and how a component declares itself
     "Component", "ModuleComponent", "Dataset", "Prior", "Posterior", "Encoder", "Generator", "Critic",
     "LatentMapper", "Divergence", "LipschitzConstraint", "ReconstructionLoss", "LatentDivergence", "Optimizer",
-    "Schedule", "Trainer", "Metric", "FeatureExtractor", "TimeNetwork", "ProbabilityPath", "Solver", "component",
-    "param", "ref", "hookimpl",
+    "Schedule", "Trainer", "Metric", "FeatureExtractor", "TimeNetwork", "ProbabilityPath", "Solver", "Field",
+    "component", "param", "ref", "hookimpl",
     # errors
     "GenframeError", "SpecError",
     # what components and trainers are handed

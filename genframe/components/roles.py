@@ -9,7 +9,8 @@ stores the parameters, ``setup(ctx)`` builds the layers once the data's shape is
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import attrs
 import torch
@@ -330,24 +331,69 @@ class ProbabilityPath(Component):
         return torch.linspace(0.0, 1.0, steps + 1, device=device)
 
     def renoise(self, x: torch.Tensor, t: torch.Tensor, earlier: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x moved back to time ``earlier`` < ``t`` with fresh ``noise``, as the path's marginal there
-        (stochastic solvers use it)."""
+        """x moved back to time ``earlier`` < ``t`` with fresh ``noise``, as the path's marginal there."""
         raise GenframeError(f"probability path {self.type_name!r} cannot add noise back; use a deterministic solver")
+
+    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+        """Called when a stage starts to train on this path, with the training data as the model sees
+        them (images in [-1, 1], or codes), in batches: a path whose settings default to properties
+        of the data (EDM's sigma_data) measures them here."""
+
+    # Gaussian paths, x_t = a(t) x1 + s(t) x0, set ``gaussian`` and implement the methods below.
+    # Solvers then step in the noise level sigma = s / a, on x / a (Karras et al. 2022), where a step
+    # with a fixed denoiser is exact: the data prediction, not t, carries the sample.
+
+    #: True when the path implements ``scales``, ``denoised``, ``level`` and ``noise_levels``.
+    gaussian: ClassVar[bool] = False
+
+    def scales(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a(t), s(t)) of a Gaussian path."""
+        raise GenframeError(f"probability path {self.type_name!r} is not Gaussian")
+
+    def denoised(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """E[x1 | x_t], the data the network's raw ``output`` at (x_t, t) predicts."""
+        raise GenframeError(f"probability path {self.type_name!r} is not Gaussian")
+
+    def level(self, sigma: float) -> tuple[float, float, float]:
+        """(t, a(t), s(t)) where the noise level s / a is ``sigma`` > 0 (infinite: pure noise), as numbers."""
+        raise GenframeError(f"probability path {self.type_name!r} is not Gaussian")
+
+    def noise_levels(self, steps: int) -> list[float]:
+        """The decreasing noise levels a ``steps``-step solve passes through: ``steps + 1`` numbers from
+        the path's start (``inf`` for pure noise) to 0, the clean data."""
+        raise GenframeError(f"probability path {self.type_name!r} is not Gaussian")
+
+
+class Field(Protocol):
+    """What a solver integrates: a trained model on its path, called by the flows that own it."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """dx/dt at (x, t); t is a 0-d tensor."""
+
+    def denoised(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """E[x1 | x_t = x] on a Gaussian path (clipped to the data's range where it has one)."""
 
 
 @_role("solver")
 class Solver(Component):
-    """Integrates dx/dt = velocity(x, t) over increasing ``times``; ``steps`` is a spec field of every solver."""
+    """Integrates a model from noise (t = 0) to data; ``steps`` is a spec field of every solver.
+
+    ``solve`` may step in t through ``velocity`` (a :class:`Field`), or, on a Gaussian path, through
+    the path's noise levels with ``velocity.denoised``; ``times`` are the path's ``sampling_times``.
+    Random numbers come from ``generator``, or else torch's default generator, which the sampler
+    seeds for each batch; a solve reads nothing back to the host, so that it can be replayed from a
+    CUDA graph.
+    """
 
     steps: int
 
     @abc.abstractmethod
-    def solve(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-              times: torch.Tensor, path: ProbabilityPath, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x at ``times[-1]`` from x at ``times[0]``; ``velocity(x, t)`` takes t as a 0-d tensor."""
+    def solve(self, velocity: Field, x: torch.Tensor, times: torch.Tensor, path: ProbabilityPath,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """The data at the end of the path from ``x``, the path's start (``path.start(noise)``)."""
 
-    def evaluations(self) -> int:
-        """Network evaluations one sample costs (NFE), recorded by the metrics protocol."""
+    def evaluations(self, path: ProbabilityPath | None = None) -> int:
+        """Network evaluations one sample costs (NFE) on ``path``, recorded by the metrics protocol."""
         return self.steps
 
 

@@ -11,6 +11,8 @@ Salimans 2022).
 from __future__ import annotations
 
 import copy
+import inspect
+from collections.abc import Callable
 
 import torch
 
@@ -18,15 +20,35 @@ from genframe import (BuildContext, GenframeError, Generator, LatentMapper, Prob
                       component, hookimpl, param)
 from genframe_plugins.networks.ema import average_into
 
+#: Updates over which the weight average's decay warms up: min(average, (1 + n) / (WARMUP + n)) after
+#: n updates, so that the average does not keep the initial weights for thousands of steps.
+WARMUP = 10
+
+
+class _Field:
+    """A network on its path, as solvers see it: the velocity dx/dt, and the denoised estimate."""
+
+    def __init__(self, output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], path: ProbabilityPath,
+                 clip: bool):
+        self._output, self._path, self._clip = output, path, clip
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._path.velocity(self._output(x, t), x, t)
+
+    def denoised(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        denoised = self._path.denoised(self._output(x, t), x, t)
+        return denoised.clamp(-1.0, 1.0) if self._clip else denoised
+
 
 class _Flow:
-    """What both flows share: integrating the path's velocity with the solver."""
+    """What both flows share: integrating the path with the solver."""
 
     network: TimeNetwork
     path: ProbabilityPath
     solver: Solver
     guidance: float
     average: float | None
+    clip_denoised = False  # a generator's images lie in [-1, 1]; codes have no such range
 
     def __attrs_post_init__(self) -> None:
         self.averaged: torch.nn.Module | None = None  # made by setup when ``average`` is set
@@ -39,10 +61,12 @@ class _Flow:
             self.averaged = copy.deepcopy(self.network).requires_grad_(False)
 
     @torch.no_grad()
-    def update_average(self) -> None:
-        """After an optimiser step: averaged <- decay * averaged + (1 - decay) * network, in place."""
+    def update_average(self, step: int) -> None:
+        """After optimiser step ``step`` (from 0): averaged <- d averaged + (1 - d) network, in place,
+        with the decay d = min(average, (1 + step) / (WARMUP + step))."""
         if self.averaged is not None:
-            average_into(self.averaged, self.network, 1.0 - self.average)
+            decay = min(self.average, (1.0 + step) / (WARMUP + step))
+            average_into(self.averaged, self.network, 1.0 - decay)
 
     def integrate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         times = self.path.sampling_times(self.solver.steps, noise.device)
@@ -51,21 +75,24 @@ class _Flow:
         if guided:  # one batched pass for the conditional and the unconditional ("no class") outputs
             both_labels = torch.cat([labels, torch.full_like(labels, network.num_classes)])
 
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def output(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             inputs, feature = self.path.network_input(x, t)
             if not guided:
-                output = network(inputs, feature, labels)
-            else:
-                both = network(torch.cat([inputs, inputs]), feature, both_labels)
-                conditional, free = both.chunk(2)
-                output = free + self.guidance * (conditional - free)
-            return self.path.velocity(output, x, t)
+                return network(inputs, feature, labels)
+            conditional, free = network(torch.cat([inputs, inputs]), feature, both_labels).chunk(2)
+            return free + self.guidance * (conditional - free)
 
-        return self.solver.solve(velocity, self.path.start(noise), times, self.path)
+        field = _Field(output, self.path, self.clip_denoised)
+        return self.solver.solve(field, self.path.start(noise), times, self.path)
 
     def sampling_protocol(self) -> dict:
-        return {"path": self.path.config(), "solver": self.solver.config(), "evaluations": self.solver.evaluations(),
+        return {"path": self.path.config(), "solver": self.solver.config(), "evaluations": self.evaluations(),
                 "guidance": self.guidance, "average": self.average}
+
+    def evaluations(self) -> int:
+        """NFE per sample; solvers written for API 1.3 and before count without the path."""
+        takes_path = len(inspect.signature(self.solver.evaluations).parameters) > 0
+        return self.solver.evaluations(self.path) if takes_path else self.solver.evaluations()
 
 
 def _guidance_param():
@@ -150,6 +177,10 @@ class FlowGenerator(_Flow, Generator):
     solver: Solver = param(factory=lambda: {"type": "heun"}, help="how samples are integrated")
     guidance: float = _guidance_param()
     average: float | None = _average_param()
+    clip_denoised: bool = param(
+        True, help="clamp the denoised estimate to [-1, 1], the images' range, at every solver step (as DDPM "
+                   "samples): the exact one lies there, so only a network's errors are cut; false integrates the "
+                   "model as it is")
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()

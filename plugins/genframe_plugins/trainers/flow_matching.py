@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from genframe import (Component, Encoder, Optimizer, SpecError, StageContext, Trainer, at_least_float32, component,
-                      hookimpl, param, per_example, ref)
+                      hookimpl, param, per_example, ref, to_float)
 from genframe_plugins.networks.flows import FlowGenerator, FlowMapper
 from genframe_plugins.trainers._defaults import adam_defaults
+
+_CHUNK = 4096  # rows converted at a time when the path measures the data (EDM's sigma_data)
 
 
 @component("trainer", "flow_matching")
@@ -58,11 +62,19 @@ class FlowMatching(Trainer):
             codes = ctx.component(self.targets, Encoder).encode_all(ctx.images).detach()
             self._model.fit_codes(codes)
             self._codes = self._model.to_flow(codes)
+        self._path.fit(self._training_data(ctx))
         self._labels = ctx.build.labels if self._network.num_classes else None
         self._batches = ctx.batches(self.batch_size)
         self._optimisers = ctx.optimisers()
         self._optimiser = self._optimisers.add("network", self.optimizer, self._network.parameters(), self._batches,
                                                self.total_steps())
+
+    def _training_data(self, ctx: StageContext) -> Iterator[torch.Tensor]:
+        """The data as the flow models them, a chunk at a time: codes, or images in [-1, 1]."""
+        data = self._codes if self._codes is not None else ctx.images
+        for start in range(0, len(data), _CHUNK):
+            chunk = data[start:start + _CHUNK]
+            yield chunk if self._codes is not None else to_float(chunk)
 
     def total_steps(self) -> int:
         return self.epochs * self._batches.steps_per_epoch
@@ -94,7 +106,7 @@ class FlowMatching(Trainer):
         self._optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self._optimiser.step()
-        self._model.update_average()
+        self._model.update_average(step)
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:

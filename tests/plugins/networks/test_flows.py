@@ -8,7 +8,7 @@ import torch
 
 import genframe
 from genframe_plugins.networks.flows import FlowGenerator, FlowMapper
-from genframe_plugins.networks.solvers import Euler, Heun, Stochastic
+from genframe_plugins.networks.solvers import DPMSolverPP, Euler, Heun, Stochastic
 from genframe_plugins.networks.time_mlp import TimeMLP
 from genframe_plugins.objectives.paths import EDM, Linear, VPCosine
 
@@ -29,7 +29,7 @@ class Oracle(genframe.TimeNetwork):
         # invert network_input: for EDM the input is c_in x and the feature log(sigma) / 4
         if isinstance(self.path, EDM):
             sigma = (4 * t).exp()
-            x = x * (sigma ** 2 + self.path.sigma_data ** 2).sqrt()
+            x = x * (sigma ** 2 + self.path._scale() ** 2).sqrt()
             t = (sigma ** (1 / self.path.rho) - self.path._ends()[0]) / (self.path._ends()[1] - self.path._ends()[0])
         a, s = self.path.scales(t)
         variance = a ** 2 * SPREAD ** 2 + s ** 2
@@ -38,13 +38,14 @@ class Oracle(genframe.TimeNetwork):
         return self.path.target(data, noise, x, t)
 
 
-@pytest.mark.parametrize("path", [Linear(), VPCosine(), EDM()], ids=["linear", "vp_cosine", "edm"])
-@pytest.mark.parametrize("solver", [Euler, Heun, Stochastic], ids=["euler", "heun", "stochastic"])
+@pytest.mark.parametrize("path", [Linear(), VPCosine(), EDM(sigma_data=0.5)], ids=["linear", "vp_cosine", "edm"])
+@pytest.mark.parametrize("solver", [Euler, Heun, Stochastic, DPMSolverPP],
+                         ids=["euler", "heun", "stochastic", "dpm_solver_pp"])
 def test_the_exact_network_carries_noise_to_the_data(path, solver):
-    # EDM starts from sigma = 80, where the field is stiff: its steps are finer for the same error
-    steps = {Euler: 64, Heun: 32, Stochastic: 32}[solver] * ({Euler: 16, Heun: 4}.get(solver, 1)
-                                                               if isinstance(path, EDM) else 1)
-    solver = solver(steps=steps)
+    """Through the flow, the network's preconditioning included (the solvers' own accuracy at few
+    steps is tested in test_solvers), at steps where every solver is within 4% of the spread: the
+    stochastic one adds noise back at every level and needs more (5% wide at 32 steps, 1% at 128)."""
+    solver = solver(steps={Euler: 128, Heun: 32, Stochastic: 128, DPMSolverPP: 64}[solver])
     flow = FlowMapper(dim=4, network={"type": "time_mlp"}, path=path, solver=solver)
     flow.network = Oracle(path)
     torch.manual_seed(0)

@@ -85,3 +85,50 @@ def test_renoising_gives_the_marginal_of_the_earlier_time(path):
     a, s = path.scales(earlier)
     assert back.mean().item() == pytest.approx((a * 0.7).item(), abs=4 * s.item() / math.sqrt(len(data)))
     assert back.std().item() == pytest.approx(s.item(), rel=0.01)
+
+
+@pytest.mark.parametrize("path", [Linear(), VPCosine(), EDM(sigma_data=0.5)], ids=["linear", "vp_cosine", "edm"])
+def test_the_denoised_estimate_of_the_right_output_is_the_data(path):
+    t = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    x = path.noisy(DATA, NOISE, t)
+    torch.testing.assert_close(path.denoised(path.target(DATA, NOISE, x, t), x, t), DATA)
+
+
+@pytest.mark.parametrize("path", [Linear(), VPCosine(), EDM(sigma_data=0.5)], ids=["linear", "vp_cosine", "edm"])
+def test_time_of_inverts_the_noise_level(path):
+    t = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(path.time_of(path.sigma(t)), t, atol=1e-9, rtol=0)
+    for sigma in (0.05, 1.0, 20.0):
+        time, a, s = path.level(sigma)
+        assert s / a == pytest.approx(sigma, rel=1e-9) and 0 <= time <= 1
+
+
+def test_noise_levels_run_from_the_start_to_the_clean_data():
+    edm = EDM().noise_levels(8)
+    assert len(edm) == 9 and edm[0] == pytest.approx(80) and edm[-2] == pytest.approx(0.002) and edm[-1] == 0
+    linear = Linear().noise_levels(8)  # evenly spaced in t, from pure noise to the data
+    assert linear[0] == math.inf and linear[-1] == 0 and linear[4] == pytest.approx(1.0)  # t = 1/2
+    vp = VPCosine().noise_levels(8)  # Karras et al.'s schedule from 80, not from the path's 640
+    assert vp[0] == pytest.approx(80) and vp[-1] == 0 and vp == sorted(vp, reverse=True)
+    assert vp[-2] == pytest.approx(float(VPCosine().sigma(torch.tensor(1.0, dtype=torch.float64))))
+
+
+@pytest.mark.parametrize("path, change, message", [
+    (EDM, {"sigma_min": 80.0, "sigma_max": 0.002}, r"sigma_min \(80\) must be below sigma_max \(0.002\)"),
+    (EDM, {"sigma_min": 1.0, "sigma_max": 1.0}, r"sigma_min \(1\) must be below sigma_max \(1\)"),
+    (VPCosine, {"s_min": 0.9, "s_max": 0.1}, r"s_min \(0.9\) must be below s_max \(0.1\)"),
+])
+def test_a_path_whose_ends_are_reversed_or_equal_is_refused(path, change, message):
+    with pytest.raises(ValueError, match=message):
+        path(**change)
+
+
+def test_edm_measures_sigma_data_on_the_data_unless_given():
+    data = torch.full((10, 3), 0.5)
+    data[:5] = -1.0
+    measured = EDM()
+    measured.fit(iter([data[:4], data[4:]]))
+    assert measured.measured_sigma_data.item() == pytest.approx(math.sqrt((5 * 1.0 + 5 * 0.25) / 10))
+    given = EDM(sigma_data=0.5)
+    given.fit([data])
+    assert given._scale() == 0.5 and "measured_sigma_data" not in dict(given.named_buffers())

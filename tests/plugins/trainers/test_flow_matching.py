@@ -17,7 +17,9 @@ from genframe.components.registry import create_registry
 from genframe.storage import RunStorage
 from genframe.trained.evaluate import evaluate_run
 from genframe.trained.loading import load_trained
-from genframe_plugins.networks.flows import FlowMapper
+from genframe_plugins.networks.flows import FlowGenerator, FlowMapper
+from genframe_plugins.networks.solvers import Euler
+from genframe_plugins.objectives.paths import Linear
 from genframe_plugins.networks.time_mlp import TimeMLP
 
 from ...conftest import TINY, crash_and_resume
@@ -140,7 +142,7 @@ def test_evaluations_record_the_solver_and_its_network_evaluations(write_spec, t
     logged = [r for r in RunStorage.open(finished.url).read_log() if r.get("event") == "evaluation"][-1]
     expected = {"mapper": {"path": {"type": "linear", "time_sampling": "uniform"},
                            "solver": {"type": "heun", "steps": 4},
-                           "evaluations": 8, "guidance": 1.0, "average": None}}
+                           "evaluations": 6, "guidance": 1.0, "average": None}}  # 2 x 4 - 2: see test_solvers
     assert logged["protocol"]["sampling"] == expected
     assert evaluate_run(finished.url, registry=registry)["protocol"]["sampling"] == expected
 
@@ -163,16 +165,19 @@ def test_sampling_uses_the_average_of_the_weights(write_spec, tmp_path):
     assert not torch.allclose(with_average, mapper(noise))
 
 
-def test_the_average_follows_its_formula():
+@pytest.mark.parametrize("step, decay", [(0, 0.1), (5, 0.4), (1000, 0.75)])
+def test_the_average_follows_its_formula_and_warms_up(step, decay):
+    """decay = min(average, (1 + step) / (10 + step)): early averages follow the network, so that
+    they do not hold the initial weights long after training moved away from them."""
     flow = FlowMapper(dim=2, network=TimeMLP(hidden=4), average=0.75)
     flow.setup(genframe.BuildContext(num_examples=1, channels=1, image_size=1, device=torch.device("cpu")))
     before = [p.clone() for p in flow.averaged.parameters()]
     with torch.no_grad():
         for p in flow.network.parameters():
             p.add_(1.0)
-    flow.update_average()
+    flow.update_average(step)
     for old, new, current in zip(before, flow.averaged.parameters(), flow.network.parameters()):
-        torch.testing.assert_close(new, 0.75 * old + 0.25 * current)
+        torch.testing.assert_close(new, decay * old + (1 - decay) * current)
 
 
 def test_a_pixel_flow_can_be_inverted_by_latent_search(write_spec, tmp_path):
@@ -184,3 +189,33 @@ def test_a_pixel_flow_can_be_inverted_by_latent_search(write_spec, tmp_path):
     images, _ = sample(finished.url, 2, seed=1)
     result = app.reconstruct(trained, images, search=app.Search(steps=5, candidates=4))
     assert result.images.shape == images.shape and torch.isfinite(result.psnr).all()
+
+
+def test_edm_takes_sigma_data_from_the_images_and_keeps_it_for_sampling(write_spec, tmp_path):
+    finished = train(write_spec(pixel_flow(32, 1, {"path": {"type": "edm"}, "solver": {"type": "heun", "steps": 3}})),
+                     out=str(tmp_path / "run"))
+    images, _ = load_system(write_spec(pixel_flow(32, 1, {"path": {"type": "edm"}}), "again.yaml")).data.load()
+    rms = genframe.to_float(images).square().mean().sqrt().item()  # MNIST-like digits: mostly -1
+    state = RunStorage.open(finished.url).load_checkpoint()["components"]["generator"]
+    assert state["path.measured_sigma_data"].item() == pytest.approx(rms, rel=1e-5) and rms > 0.8
+    trained, _ = load_trained(finished.url)  # no data: the checkpoint's value
+    assert trained.components["generator"].path._scale().item() == pytest.approx(rms, rel=1e-5)
+
+
+def test_a_pixel_flow_clips_its_denoised_estimates_to_the_image_range():
+    """The exact estimate E[x1 | x_t] of images in [-1, 1] lies in [-1, 1]: only a network's error is cut."""
+    class Overshooting(genframe.TimeNetwork):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+
+        def forward(self, x, t, labels=None):
+            return torch.full_like(x, 3.0)  # a velocity whose data estimate x + (1 - t) 3 leaves the range
+
+    noise = torch.randn(4, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    for clip in (True, False):
+        flow = FlowGenerator(channels=1, image_size=2, network={"type": "time_mlp"}, path={"type": "linear"},
+                             solver={"type": "euler", "steps": 1}, clip_denoised=clip)
+        flow.path, flow.solver, flow.network = Linear(), Euler(steps=1), Overshooting()
+        out = flow.integrate(noise)  # one step from pure noise: the estimate itself
+        torch.testing.assert_close(out, (noise + 3.0).clamp(-1, 1) if clip else noise + 3.0)
+    assert not FlowMapper.clip_denoised  # codes have no range
