@@ -226,11 +226,13 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
         if cuda_graphs and not stage.trainer.supports_cuda_graphs:
             raise SpecError(f"stage {stage.name!r}: trainer {stage.trainer.type_name!r} does not support CUDA graph "
                             "capture of its steps; set cuda_graphs: false", source=source, path="cuda_graphs")
-    evaluation = spec.get("evaluation", {})
-    metrics = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
-               for i, m in enumerate(evaluation.get("metrics", []))]
+    evaluation = dict(spec.get("evaluation", {}))
+    evaluation["metrics"] = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
+                             for i, m in enumerate(evaluation.get("metrics", []))]
+    if evaluation.get("data") is not None:
+        evaluation["data"] = instantiate("dataset", evaluation["data"], "evaluation.data", source, registry)
     try:
-        settings = Settings.from_spec({**spec, "evaluation": {**evaluation, "metrics": metrics}})
+        settings = Settings.from_spec({**spec, "evaluation": evaluation})
     except (TypeError, ValueError) as exc:
         raise SpecError(f"invalid settings: {exc}", source=source) from None
     return System(source=source, data=data, components=components, stages=stages, sampler=list(spec["sampler"]),

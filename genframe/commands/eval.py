@@ -12,7 +12,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     record = evaluate_run(args.run, metrics=names, n=args.n, reference=args.reference, device=args.device,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint, features=args.features)
     if args.json:
         print(json.dumps(record))
         return 0
@@ -34,6 +34,9 @@ def register(sub) -> None:
     cmd.add_argument("--reference", metavar="SPLIT|STATS",
                      help="compare with this split of the run's data set (e.g. test), or with a statistics "
                           "file (.pt/.npz, FID only); default: the run's own data")
+    cmd.add_argument("--features", metavar="TYPE",
+                     help="the feature extractor every metric measures with, e.g. classifier (a CNN trained once on "
+                          "the reference data's labels: works offline) or inception_v3; default: each metric's")
     cmd.add_argument("--checkpoint", choices=("last", "best"), default="last")
     cmd.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the spec's)")
     cmd.add_argument("--json", action="store_true", help="print the logged record as JSON")

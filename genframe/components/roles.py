@@ -643,6 +643,10 @@ class Metric(Component):
         """Compare with the statistics saved at ``url`` instead of real images (``reads_statistics_files``)."""
         raise GenframeError(f"--reference {url}: metric {self.type_name!r} reads no statistics files")
 
+    def fit(self, real_images: torch.Tensor | None, labels: torch.Tensor | None) -> None:
+        """Called before ``compute`` with the evaluation's real images and their labels (None when the
+        data have none): a metric whose feature extractor learns from the data passes them on."""
+
     @abc.abstractmethod
     def compute(self, sample: Any, real_images: torch.Tensor, device: torch.device) -> dict[str, float]:
         """``sample(n, generator)`` draws images in [-1, 1]; ``real_images`` are uint8 (N, C, H, W)."""
@@ -664,6 +668,15 @@ class Metric(Component):
 @_role("feature_extractor")
 class FeatureExtractor(Component):
     """Maps uint8 images to feature vectors (and class logits, if it has a classifier) for metrics."""
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Learn from the evaluated data, uint8 (N, C, H, W) with labels (or None), before ``prepare``:
+        an extractor trained on the data's own labels trains here, or loads what it trained before."""
+
+    def held_out_positions(self) -> torch.Tensor | None:
+        """Positions of the images given to ``fit`` that it did not learn from: metrics then draw their
+        real reference (and floor) from these. None: it learned from none of them."""
+        return None
 
     @abc.abstractmethod
     def prepare(self, device: torch.device) -> None:

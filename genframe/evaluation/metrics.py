@@ -156,14 +156,19 @@ def result_name(metric: Metric) -> str:
 
 
 def compute_metrics(metrics: list[Metric], sample: Callable, real_images: torch.Tensor | None,
-                    device: torch.device) -> tuple[dict[str, float], dict[str, dict]]:
+                    device: torch.device, labels: torch.Tensor | None = None
+                    ) -> tuple[dict[str, float], dict[str, dict]]:
     """(results, protocols by metric name) of every metric, sharing extracted features between them.
 
-    When ``sample`` is a system's sampler chain, the protocols also say how its links sampled
-    (``sampling``: a flow's solver and network evaluations), which the numbers depend on too.
+    ``labels`` are the real images' (None when the data have none): metrics whose features are
+    learnt from the data (a classifier of its labels) fit them first. When ``sample`` is a system's
+    sampler chain, the protocols also say how its links sampled (``sampling``: a flow's solver and
+    network evaluations), which the numbers depend on too.
     """
     results: dict[str, float] = {}
     protocols: dict[str, dict] = {}
+    for metric in metrics:
+        metric.fit(real_images, labels)
     with shared_features():
         for metric in metrics:
             values = metric.compute(sample, real_images, device)

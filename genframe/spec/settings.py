@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal
 import attrs
 
 from genframe.components.params import field_schema, param
-from genframe.components.roles import Component, Metric
+from genframe.components.roles import Component, Dataset, Metric
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
@@ -24,6 +24,8 @@ class Evaluation:
     every: int | None = param(None, ge=1, help="Steps between evaluations (also at the end of each stage).")
     n_samples: int = param(64, ge=1, help="Images in each sample grid.")
     metrics: list[Metric] = param(factory=list, help="Metrics computed at each evaluation.")
+    data: Dataset | None = param(None, help="The real images (and labels) metrics compare with; default: the "
+                                            "training data. E.g. the whole data set when training on a subset.")
 
 
 @attrs.define(kw_only=True)

@@ -27,7 +27,7 @@ STATS_SUFFIXES = (".pt", ".npz")
 
 
 def _metric_components(system, names: list[str] | None, n: int | None, reference: str | None,
-                       registry: Registry) -> list[Metric]:
+                       registry: Registry, features: str | None = None) -> list[Metric]:
     """The metrics to run: the spec's when none are named; named ones take the spec's settings if it has them."""
     configured = {m.type_name: m for m in system.evaluation.metrics}
     if not names:
@@ -48,6 +48,14 @@ def _metric_components(system, names: list[str] | None, n: int | None, reference
         chosen.append(configured.get(type_name) or
                       instantiate("metric", {"type": type_name}, "--metrics", "genframe eval", registry))
     for metric in chosen:
+        if features is not None:
+            if "features" not in {f.name for f in attrs.fields(type(metric))}:
+                raise GenframeError(f"--features {features}: metric {metric.type_name!r} measures no features")
+            if features not in registry.names("feature_extractor"):
+                raise GenframeError(f"--features {features}: unknown feature extractor; known: "
+                                    f"{', '.join(registry.names('feature_extractor'))}")
+            metric.features = instantiate("feature_extractor", {"type": features}, "--features", "genframe eval",
+                                          registry)
         if n is not None:
             metric.set_sample_count(n)
         if reference is not None and reference.endswith(STATS_SUFFIXES):
@@ -62,17 +70,19 @@ def _metric_components(system, names: list[str] | None, n: int | None, reference
 
 
 def _reference_data(system, reference: str | None, registry: Registry):
-    """The data component whose images are the reference: the run's own, or another split of it."""
+    """The data component whose images are the reference: the spec's ``evaluation.data`` or the run's
+    own data, or another split of that."""
+    data = system.evaluation.data or system.data
     if reference is None:
-        return system.data
-    config = system.data.config()
-    fields = {f.name: f for f in attrs.fields(type(system.data))}
+        return data
+    config = data.config()
+    fields = {f.name: f for f in attrs.fields(type(data))}
     if "split" not in fields:
-        raise GenframeError(f"--reference {reference}: data type {system.data.type_name!r} has no splits; "
+        raise GenframeError(f"--reference {reference}: data type {data.type_name!r} has no splits; "
                             "give a statistics file (.pt or .npz) or leave --reference out")
     choices = typing.get_args(fields["split"].type)
     if choices and reference not in choices:
-        raise GenframeError(f"--reference {reference}: data type {system.data.type_name!r} has splits "
+        raise GenframeError(f"--reference {reference}: data type {data.type_name!r} has splits "
                             f"{', '.join(map(str, choices))}; or give a statistics file (.pt or .npz)")
     config["split"] = reference
     return instantiate("dataset", config, "--reference", "genframe eval", registry)
@@ -91,26 +101,28 @@ def _evaluated_position(system, storage, which: str) -> tuple[str, int]:
 
 def evaluate_run(run_url: str, *, metrics: list[str] | None = None, n: int | None = None,
                  reference: str | None = None, device: str | None = None, checkpoint: str = "last",
-                 registry: Registry | None = None) -> dict:
+                 features: str | None = None, registry: Registry | None = None) -> dict:
     """Evaluate a run's checkpoint and append the results with their protocol to its metrics.jsonl.
 
     ``reference`` is a split of the run's data set (e.g. ``test``) or a statistics file (``.pt``/
-    ``.npz``, FID only); by default the run's own data are the reference. Returns the logged record.
+    ``.npz``, FID only); by default the spec's evaluation data, else the run's own data, are the
+    reference. ``features`` names the feature extractor every metric measures with (``classifier``:
+    offline, learnt from the reference's labels). Returns the logged record.
     """
     registry = registry or get_registry()
     if n is not None and n < 2:
         raise GenframeError(f"--n {n}: metrics need at least 2 generated images")
     system, dev = load_trained(run_url, device=device, registry=registry, checkpoint=checkpoint)
     storage = RunStorage.open(run_url)
-    chosen = _metric_components(system, metrics, n, reference, registry)
+    chosen = _metric_components(system, metrics, n, reference, registry, features)
     uses_stats = reference is not None and reference.endswith(STATS_SUFFIXES)
-    real = None
+    real = labels = None
     reference_record: dict[str, Any] = {"stats": reference} if uses_stats else {}
     if not uses_stats:
         data = _reference_data(system, reference, registry)
-        real, _ = data.load()
+        real, labels = data.load()
         reference_record = {"data": data.config()}
-    results, protocols = compute_metrics(chosen, Sampler(system, dev), real, dev)
+    results, protocols = compute_metrics(chosen, Sampler(system, dev), real, dev, labels)
     stage, step = _evaluated_position(system, storage, checkpoint)
     record = {"stage": stage, "step": step, "event": "evaluation", **results, "protocol": protocols,
               "eval": {"checkpoint": checkpoint, "reference": reference_record,

@@ -117,6 +117,7 @@ class Run:
         self.resume_point: tuple[int, int] | None = None  # (stage, step) of the checkpoint resumed from
         self.world = distributed.current()  # this process's rank among those training the run
         self.graph_mode = graphs.resolve_mode(system.cuda_graphs, device)  # off, cuda, emulate
+        self.metric_data: tuple[torch.Tensor, torch.Tensor | None] | None = None  # what metrics compare with
 
     @property
     def name(self) -> str:
@@ -207,6 +208,7 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
     if checkpoint is not None:
         the_run.resume_point = (checkpoint["stage"], checkpoint["step"])
     the_run.build_ctx = prepare(system, dev)
+    the_run.metric_data = metric_data(system, the_run.build_ctx)
     compile_components(system)
     if not resume and the_run.world.is_main:
         storage.write_spec(the_run.spec)
@@ -514,13 +516,28 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
         written["interpolation"] = _write_grid(storage, f"images/{stage.name}/interpolation-{step:07d}.png",
                                                sampler.interpolation(INTERPOLATION_ROWS, INTERPOLATION_STEPS,
                                                                      generator), nrow=INTERPOLATION_STEPS)
-        results, protocols = compute_metrics(system.evaluation.metrics, sampler, the_run.build_ctx.images,
-                                             the_run.device)
+        real_images, labels = the_run.metric_data
+        results, protocols = compute_metrics(system.evaluation.metrics, sampler, real_images, the_run.device,
+                                             labels)
     if results:
         storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results, "protocol": protocols})
     the_run.hook.genframe_evaluated(run=the_run.info, stage=stage.name, step=step, results=results,
                                              images=written)
     return results
+
+
+def metric_data(system: System, ctx: BuildContext) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The real images and labels metrics compare with: ``evaluation.data`` when the spec names one
+    (loaded once, before training, so that a missing data set stops the run at its start), else the
+    training data."""
+    data = system.evaluation.data
+    if data is None or not system.evaluation.metrics:
+        return ctx.images, ctx.labels
+    images, labels = data.load()
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise GenframeError(f"{system.source}: evaluation.data: {data.type_name} returned {tuple(images.shape)} "
+                            f"{images.dtype}; datasets must return uint8 (N, C, H, W)")
+    return images, labels
 
 
 def _write_grid(storage: RunStorage, rel: str, images: torch.Tensor, nrow: int | None = None) -> str:

@@ -23,7 +23,7 @@ def judge_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "digit_judge", module)  # its dataclass looks itself up there
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "JUDGE_EPOCHS", 10)
-    monkeypatch.setattr(module, "JUDGE_TRAIN_FROM_TEST", 1000)
+    monkeypatch.setattr(module, "HELD_OUT", 797 / 1797)  # 1,000 of the 1,797 digits train the classifier
     return module
 
 
@@ -60,18 +60,10 @@ def test_classifier_is_matches_its_formula_and_its_bounds(judge_module):
     assert judge_module.coverage(confident[:3]) == 3
 
 
-def test_prepare_makes_any_image_size_and_channel_count_28_px_grey(judge_module):
-    colour = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
-    out = judge_module.prepare(colour)
-    assert out.shape == (2, 1, 28, 28) and torch.allclose(out, torch.ones_like(out))
-    with pytest.raises(ValueError, match="uint8"):
-        judge_module.prepare(torch.zeros(2, 1, 28, 28))
-
-
 def test_judge_separates_real_digits_from_broken_samples_and_caches_itself(judge_module, digits_root, judge_cache):
     logs = []
     judge = judge_module.Judge("mnist", n=300, root=digits_root, cache=judge_cache, log=logs.append)
-    assert list(judge_cache.glob("mnist-*.pt"))
+    assert len(list(judge_cache.glob("*.pt"))) == 1  # the classifier component's cache
     assert judge.held_out_accuracy > 0.8  # digits are easy: ten epochs on 1,000 of them suffice
     assert judge.floor["n"] == 300 and judge.floor["classes"] == 10 and judge.floor["is"] > 5
     blank = torch.zeros(300, 1, 28, 28, dtype=torch.uint8)
@@ -80,11 +72,19 @@ def test_judge_separates_real_digits_from_broken_samples_and_caches_itself(judge
         result = judge.relative(judge.score(broken))
         assert result["fd_over_floor"] > 10 and result["is"] < 0.5 * judge.floor["is"]
     assert judge.score(blank)["classes"] == 1
+    # samples of any size and colour are read as 28-px grey digits
+    colour = judge.reference.repeat(1, 3, 1, 1)
+    torch.testing.assert_close(judge.read(colour)[0], judge.read(judge.reference)[0])
+    assert judge.score(torch.nn.functional.pad(judge.reference, (2, 2, 2, 2)))["fd"] < 10 * judge.floor["fd"]
+    with pytest.raises(ValueError, match="uint8"):
+        judge.read(torch.zeros(2, 1, 28, 28))
     # a second judge reads the trained weights from the cache instead of training again
-    trained = len(logs)
+    from genframe_plugins.metrics import classifier
+
+    classifier._TRAINED.clear()
+    cached = list(judge_cache.glob("*.pt"))
     again = judge_module.Judge("mnist", n=300, root=digits_root, cache=judge_cache, log=logs.append)
-    assert len(logs) == trained
-    assert again.floor == judge.floor
+    assert list(judge_cache.glob("*.pt")) == cached and again.floor == judge.floor
 
 
 def test_judge_refuses_an_n_the_held_out_images_cannot_serve_twice(judge_module, digits_root, judge_cache):

@@ -291,10 +291,30 @@ class FeatureMetric(Metric):
 
     def extractor(self, device: torch.device) -> FeatureExtractor:
         """The feature extractor, built on first use when given as a mapping, prepared on ``device``."""
+        self._resolved().prepare(device)
+        return self.features
+
+    def _resolved(self) -> FeatureExtractor:
         if not isinstance(self.features, FeatureExtractor):
             self.features = resolve_extractor(self.features, self.type_name)
-        self.features.prepare(device)
         return self.features
+
+    def fit(self, real_images: torch.Tensor | None, labels: torch.Tensor | None) -> None:
+        if real_images is not None:
+            self._resolved().fit(real_images, labels)
+
+    def real_pool(self, extractor: FeatureExtractor, real_images: torch.Tensor) -> torch.Tensor | None:
+        """Positions of the real images a reference may use: those the extractor did not learn from,
+        or None for all of them."""
+        return extractor.held_out_positions()
+
+    def real_positions(self, extractor: FeatureExtractor, real_images: torch.Tensor) -> torch.Tensor | None:
+        """Sorted positions of the reference images (None: all): a seeded subset of ``n_real`` of the pool."""
+        pool = self.real_pool(extractor, real_images)
+        if pool is None:
+            return real_subset(real_images.shape[0], self.n_real, self.seed)
+        chosen = real_subset(len(pool), self.n_real, self.seed)
+        return pool if chosen is None else pool[chosen]
 
     def set_sample_count(self, n: int) -> None:
         self.n = n
@@ -312,14 +332,17 @@ class FeatureMetric(Metric):
         """Features of the real images and a description of which images they are."""
         if real_images is None or real_images.shape[0] < 2:
             raise GenframeError(f"{self.type_name}: needs real images to compare with, and none were given")
-        subset = real_subset(real_images.shape[0], self.n_real, self.seed)
+        subset = self.real_positions(extractor, real_images)
         out = real_features(extractor, real_images, subset, batch_size=self.batch_size, device=device)
-        return out, self.real_identity(real_images, subset)
+        return out, self.real_identity(real_images, subset, extractor)
 
-    def real_identity(self, real_images: torch.Tensor, subset: torch.Tensor | None) -> dict:
+    def real_identity(self, real_images: torch.Tensor, subset: torch.Tensor | None,
+                      extractor: FeatureExtractor | None = None) -> dict:
+        pool = None if extractor is None else extractor.held_out_positions()
         return {"images_sha256": image_digest(real_images), "images": int(real_images.shape[0]),
                 "n": int(real_images.shape[0] if subset is None else subset.shape[0]),
-                "subset_seed": None if subset is None else self.seed}
+                "subset_seed": None if subset is None else self.seed,
+                **({} if pool is None else {"drawn_from": f"the {len(pool)} images the features were not fitted to"})}
 
     def protocol(self) -> dict:
         return getattr(self, "_protocol", None) or self.config()
@@ -350,6 +373,8 @@ class FID(FeatureMetric):
     cache: bool = param(True, help="cache the statistics of real images")
     cache_dir: str | None = param(None, help="folder or fsspec URL of the cache (default: $GENFRAME_CACHE/"
                                              "fid-stats, else ~/.cache/genframe/fid-stats)")
+    floor: bool = param(False, help="also report <name>_floor: the distance of n other real images (not in the "
+                                    "reference) from the reference, which a perfect generator reaches at this n")
 
     @torch.no_grad()
     def compute(self, sample: Any, real_images: torch.Tensor, device: torch.device) -> dict[str, float]:
@@ -359,8 +384,31 @@ class FID(FeatureMetric):
         reference = reference.to(math_device)
         mu, sigma = moments(self.generated(extractor, sample, device)["features"].to(math_device))
         value = frechet_distance(reference.mu, reference.sigma, mu, sigma, sqrt_sigma1=reference.sqrt_sigma())
-        self._record(extractor, reference=reference.protocol["reference"], moments="float64")
-        return {self.name: value}
+        results, extra = {self.name: value}, {}
+        if self.floor:
+            results[f"{self.name}_floor"], extra["floor"] = self._floor(extractor, real_images, reference, device)
+        self._record(extractor, reference=reference.protocol["reference"], moments="float64", **extra)
+        return results
+
+    def _floor(self, extractor: FeatureExtractor, real_images: torch.Tensor | None, reference: Statistics,
+               device: torch.device) -> tuple[float, dict]:
+        """The real-vs-real distance at equal n: ``n`` real images outside the reference against it."""
+        if self.reference is not None or real_images is None:
+            raise GenframeError(f"{self.name}: floor needs the real images (not a statistics file), to draw "
+                                "images besides the reference's")
+        pool = self.real_pool(extractor, real_images)
+        pool = torch.arange(real_images.shape[0]) if pool is None else pool
+        used = self.real_positions(extractor, real_images)
+        others = pool if used is None else pool[~torch.isin(pool, used)]
+        if len(others) < self.n:
+            raise GenframeError(f"{self.name}: floor needs n={self.n} real images besides the reference's "
+                                f"{len(pool) - len(others)}, and {len(others)} are left; lower n or n_real, or set "
+                                "floor: false")
+        draw = others[real_subset(len(others), self.n, self.seed + 1)] if len(others) > self.n else others
+        features = real_features(extractor, real_images, draw, batch_size=self.batch_size, device=device)
+        mu, sigma = moments(features["features"].to(_math_device(device)))
+        value = frechet_distance(reference.mu, reference.sigma, mu, sigma, sqrt_sigma1=reference.sqrt_sigma())
+        return value, {"n": int(len(draw)), "seed": self.seed + 1}
 
     def statistics_protocol(self, extractor: FeatureExtractor, reference: dict) -> dict:
         return {"features": extractor.protocol(), "reference": reference, "moments": "float64"}
@@ -371,8 +419,8 @@ class FID(FeatureMetric):
             return self._load_reference(extractor)
         if real_images is None or real_images.shape[0] < 2:
             raise GenframeError("fid: needs real images or a reference statistics file (reference: ...)")
-        subset = real_subset(real_images.shape[0], self.n_real, self.seed)
-        protocol = self.statistics_protocol(extractor, self.real_identity(real_images, subset))
+        subset = self.real_positions(extractor, real_images)
+        protocol = self.statistics_protocol(extractor, self.real_identity(real_images, subset, extractor))
         key = protocol_key(protocol)
         if key in _REFERENCES:
             return _REFERENCES[key]
