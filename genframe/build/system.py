@@ -20,6 +20,7 @@ class Stage:
     name: str
     trainer: Trainer
     sample: bool
+    seconds: float | None = None  # training time the stage may take (stages[i].seconds)
 
 
 @attrs.define(kw_only=True)
@@ -38,7 +39,8 @@ class System(Settings):
         return in_spec_order(self.spec_data(), {
             "data": self.data.config(),
             "components": {name: c.config() for name, c in self.components.items()},
-            "stages": [{"name": s.name, "trainer": s.trainer.config(), "sample": s.sample} for s in self.stages],
+            "stages": [{"name": s.name, "trainer": s.trainer.config(), "sample": s.sample, "seconds": s.seconds}
+                       for s in self.stages],
             "sampler": list(self.sampler),
         })
 
@@ -212,7 +214,7 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
         trainer = instantiate("trainer", stage["trainer"], f"stages[{i}].trainer", source, registry)
         _check_refs(trainer, f"stages[{i}].trainer", components, source)
         sample = stage.get("sample", i == len(spec["stages"]) - 1)
-        stages.append(Stage(i, stage["name"], trainer, sample))
+        stages.append(Stage(i, stage["name"], trainer, sample, stage.get("seconds")))
     names = [s.name for s in stages]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -229,8 +231,9 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
     evaluation = dict(spec.get("evaluation", {}))
     evaluation["metrics"] = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
                              for i, m in enumerate(evaluation.get("metrics", []))]
-    if evaluation.get("data") is not None:
-        evaluation["data"] = instantiate("dataset", evaluation["data"], "evaluation.data", source, registry)
+    if evaluation.get("data") is not None:  # a data set, or changes to the run's data (no type)
+        reference = evaluation["data"] if "type" in evaluation["data"] else {**spec["data"], **evaluation["data"]}
+        evaluation["data"] = instantiate("dataset", reference, "evaluation.data", source, registry)
     try:
         settings = Settings.from_spec({**spec, "evaluation": evaluation})
     except (TypeError, ValueError) as exc:

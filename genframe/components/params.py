@@ -107,6 +107,8 @@ def _plain_type_schema(tp: Any, component_schema: typing.Callable[[type], dict])
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return {"anyOf": [type_schema(a, component_schema) for a in typing.get_args(tp)]}
+    if tp is type(None):
+        return {"type": "null"}
     if tp is bool:
         return {"type": "boolean"}
     if tp is int:

@@ -24,9 +24,10 @@ def _value_cell(row: dict) -> str:
     if row["mean"] is None:
         nothing_left = row["seeds_done"] > 0 or (row["settings_ok"] == 0 and row["settings_pending"] == 0)
         return "failed" if nothing_left else "pending"
+    floor = "" if row.get("over_floor") is None else f" ({_num(row['over_floor'], 3)}x floor)"
     if row["std"] is None:
-        return _num(row["mean"])
-    return f"{_num(row['mean'])} ± {_num(row['std'], 2)}"
+        return _num(row["mean"]) + floor
+    return f"{_num(row['mean'])} ± {_num(row['std'], 2)}{floor}"
 
 
 def short_names(paths: list[str]) -> dict[str, str]:
@@ -109,14 +110,16 @@ def csv_text(*summaries: dict) -> str:
     param_columns = list(dict.fromkeys(p for s in summaries for r in s["models"] for p in r["params"]))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*(["data"] if several else []), "model", "label", "metric", "mode", "mean", "std", "seeds_ok",
+    writer.writerow([*(["data"] if several else []), "model", "label", "metric", "mode", "mean", "std", "over_floor",
+                     "seeds_ok",
                      "seeds_planned", "reported_on", "best_setting", *param_columns, "settings_ok", "settings_failed",
                      "settings_pending", "budget", "search_seeds", "final_seeds", "metrics", "sweep_seed", "spec"])
     for summary in summaries:
         proto = summary["protocol"]
         for r in summary["models"]:
             writer.writerow([*([proto["label"]] if several else []), r["name"], r["label"], proto["metric"],
-                             proto["mode"], _repr(r["mean"]), _repr(r["std"]), r["seeds_ok"], r["seeds_planned"],
+                             proto["mode"], _repr(r["mean"]), _repr(r["std"]), _repr(r.get("over_floor")),
+                             r["seeds_ok"], r["seeds_planned"],
                              r["reported_on"], _repr(r["best_setting"]),
                              *[_repr(r["params"].get(p)) for p in param_columns], r["settings_ok"],
                              r["settings_failed"], r["settings_pending"], proto["budget"],

@@ -24,8 +24,10 @@ class Evaluation:
     every: int | None = param(None, ge=1, help="Steps between evaluations (also at the end of each stage).")
     n_samples: int = param(64, ge=1, help="Images in each sample grid.")
     metrics: list[Metric] = param(factory=list, help="Metrics computed at each evaluation.")
-    data: Dataset | None = param(None, help="The real images (and labels) metrics compare with; default: the "
-                                            "training data. E.g. the whole data set when training on a subset.")
+    data: Dataset | dict[str, Any] | None = param(
+        None, help="The real images (and labels) metrics compare with; default: the training data. A data set "
+                   "with a type, or changes to the run's data without one: {limit: null} is the whole data set "
+                   "when training on a subset, whatever data.type is.")
 
 
 @attrs.define(kw_only=True)

@@ -29,8 +29,8 @@ import jsonschema
 from genframe.build.system import build
 from genframe.errors import GenframeError, SpecError
 from genframe.components.registry import Registry, get_registry
-from genframe.spec.load import (SpecValidator, apply_overrides, build_schema, check_schema, load_spec, parse_yaml,
-                                read_text)
+from genframe.spec.load import (SpecValidator, apply_overrides, build_schema, check_schema, load_spec, load_yaml,
+                                parse_yaml, read_text)
 
 SWEEP_FORMAT = 1
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform", "int")
@@ -314,7 +314,8 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
     """Read and check a sweep completely: every setting of every model is built before any trial runs."""
     registry = registry or get_registry()
     overrides = tuple(overrides)
-    data = apply_overrides(parse_yaml(read_text(url), url), overrides, url)
+    own, spec_level = _split_overrides(overrides)
+    data = apply_overrides(parse_yaml(read_text(url), url), own, url)
     check_schema(data, SpecValidator(SWEEP_SCHEMA), url)
     validator = SpecValidator(build_schema(registry))
     top_search = {p: _dimension(p, d, f"search.{p}", url) for p, d in data.get("search", {}).items()}
@@ -341,8 +342,9 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
             raise SpecError(f"base spec: {exc}", source=url, path=f"{where}.spec") from None
         spec = copy.deepcopy(base)
         resolved = build(base, spec_url, registry).resolved_spec()
-        fixed = {**data.get("set", {}), **entry.get("set", {})}
-        set_fields = {p: (f"{where}.set.{p}" if p in entry.get("set", {}) else f"set.{p}") for p in fixed}
+        fixed = {**data.get("set", {}), **entry.get("set", {}), **spec_level}
+        set_fields = {p: ("--set" if p in spec_level else f"{where}.set.{p}" if p in entry.get("set", {})
+                          else f"set.{p}") for p in fixed}
         for path, value in fixed.items():
             if path == "seed":
                 raise SpecError("the seed is set by the sweep's seeds", source=url, path=set_fields[path])
@@ -375,6 +377,20 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
             _check_spec(sweep.trial_spec(model, params, seeds[0]), model.name, f"setting {j} ({_short(params)})",
                         fields, url, f"models[{i}]", validator, registry)
     return sweep
+
+
+def _split_overrides(overrides: tuple[str, ...]) -> tuple[list[str], dict[str, Any]]:
+    """(overrides of the sweep file, overrides of every model's spec): a path that starts with a field
+    of the sweep file (budget, final.seeds, set.x...) changes the sweep; any other path (data.type,
+    stages.0.trainer.steps) changes the spec of every model, after the sweep's own set."""
+    own, spec_level = [], {}
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or path.strip().split(".")[0] in SWEEP_SCHEMA["properties"]:
+            own.append(item)
+        else:
+            spec_level[path.strip()] = load_yaml(raw, f"--set {path.strip()}") if raw.strip() else ""
+    return own, spec_level
 
 
 def _short(params: dict[str, Any]) -> str:

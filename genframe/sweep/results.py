@@ -87,6 +87,8 @@ def summarise(out: str) -> dict:
             reported = [r for r in done if r["setting"] == best]
             planned = len(plan["seeds"])
         values = [r["value"] for r in reported if r["status"] == "ok"]
+        floors = [r["results"].get(f"{plan['metric']}_floor") for r in reported if r["status"] == "ok"]
+        ratios = [v / f for v, f in zip(values, floors) if f]  # the metric over its real-vs-real floor
         params = next((t["params"] for t in search if t["setting"] == best), {}) if best is not None else {}
         metrics = next((r["metrics"] for r in reported + done if r.get("metrics")), [])
         rows.append({
@@ -94,6 +96,7 @@ def summarise(out: str) -> dict:
             "best_setting": best, "params": params, "values": values,
             "mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else None,
+            "over_floor": statistics.fmean(ratios) if ratios and len(ratios) == len(values) else None,
             "seeds_ok": len(values), "seeds_done": len(reported), "seeds_planned": planned,
             "reported_on": "final" if finals else "search",
             "settings_ok": len(scores), "settings_failed": len(failed),

@@ -314,7 +314,8 @@ def _run_stages(the_run: Run, checkpoint: dict | None, lr_scale: float | None = 
             set_rng_state(checkpoint["rng"])
         if resuming_here and lr_scale is not None:
             ctx.set_learning_rate_scale(lr_scale)
-        best = _run_stage(the_run, stage, ctx, step)
+        spent = (checkpoint.get("stage_seconds") or 0.0) if resuming_here and start_step > 0 else 0.0
+        best = _run_stage(the_run, stage, ctx, step, spent)
         _save_checkpoint(the_run, stage.index + 1, 0, best=best)
 
 
@@ -400,7 +401,8 @@ def reused_checkpoint(system: System, source: str, registry: Registry) -> dict:
 
 
 def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
-                     generator: torch.Generator | None = None, best: dict | None = None) -> None:
+                     generator: torch.Generator | None = None, best: dict | None = None,
+                     seconds: float | None = None) -> None:
     """Checkpoint the components, RNG states and (mid-stage) the trainer and its random generator.
 
     Rank 0 writes it: every process holds the same weights, optimiser states and generator states.
@@ -416,14 +418,25 @@ def _save_checkpoint(the_run: Run, stage_index: int, step: int, trainer=None,
     if trainer is not None and generator is not None:
         payload["trainer"] = trainer.state_dict()
         payload["generator"] = generator.get_state()
+        payload["stage_seconds"] = seconds  # training time spent in the stage, for its budget on resume
     the_run.storage.save_checkpoint(payload, keep=the_run.system.keep_checkpoints, best=best)
 
 
-def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | None:
-    """Train one stage from ``start``; returns the best-metric mark for its final checkpoint, if any."""
+def _stage_clock(device: torch.device):
+    """Seconds a stage's budget counts: this process's CPU time on the CPU (other work on the machine
+    does not count), wall-clock time on an accelerator."""
+    return time.process_time if device.type == "cpu" else time.perf_counter
+
+
+def _run_stage(the_run: Run, stage, ctx: StageContext, start: int, spent: float = 0.0) -> dict | None:
+    """Train one stage from ``start``; returns the best-metric mark for its final checkpoint, if any.
+
+    ``spent``: training seconds the stage took before ``start`` (a resumed run), for its budget."""
     system, hook = the_run.system, the_run.hook
     trainer = stage.trainer
     total = trainer.total_steps()
+    clock = _stage_clock(the_run.device)
+    began = clock() - spent
     hook.genframe_stage_started(run=the_run.info, stage=stage.name, index=stage.index, total_steps=total,
                                 start_step=start)
     sums: dict[str, torch.Tensor] = {}
@@ -433,6 +446,7 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
     # autocast's cache of cast weights must be off while steps are captured and replayed
     autocast = torch.autocast(the_run.device.type, dtype=torch.bfloat16, enabled=system.precision == "bf16",
                               cache_enabled=the_run.graph_mode == "off")
+    done = start
     for step in range(start, total):
         with autocast:
             losses = _guarded_step(runner, step, stage)
@@ -452,14 +466,30 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int) -> dict | Non
                                      "time": round(time.time() - the_run.started, 3), **means})
             hook.genframe_step_end(run=the_run.info, stage=stage.name, step=done, total_steps=total, losses=means)
             sums, count = {}, 0
+            if done < total and _over_budget(the_run, stage, clock() - began, done, total):
+                break
         best = None
         if done < total and every_eval and done % every_eval == 0 and the_run.world.is_main:
             best = _best_mark(the_run, evaluate(the_run, stage, done))
         if checkpoint_due or best is not None:
-            _save_checkpoint(the_run, stage.index, done, trainer, ctx.generator, best=best)
-    best = _best_mark(the_run, evaluate(the_run, stage, total)) if the_run.world.is_main else None
+            _save_checkpoint(the_run, stage.index, done, trainer, ctx.generator, best=best, seconds=clock() - began)
+    best = _best_mark(the_run, evaluate(the_run, stage, done)) if the_run.world.is_main else None
     hook.genframe_stage_finished(run=the_run.info, stage=stage.name, index=stage.index)
     return best
+
+
+def _over_budget(the_run: Run, stage, seconds: float, done: int, total: int) -> bool:
+    """Whether the stage's ``seconds`` are spent (rank 0 decides, so that every process stops at the
+    same step); if so, the log records where it stopped."""
+    if stage.seconds is None:
+        return False
+    over = distributed.broadcast_object(seconds >= stage.seconds)
+    if over and the_run.world.is_main:
+        the_run.storage.log({"stage": stage.name, "step": done, "event": "budget", "seconds": round(seconds, 1),
+                             "budget": stage.seconds, "planned_steps": total})
+        print(f"genframe: stage {stage.name!r}: its {stage.seconds:g} s are spent; it ends at step {done} of "
+              f"{total}", file=sys.stderr)
+    return over
 
 
 def _interval_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:

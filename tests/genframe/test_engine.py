@@ -504,3 +504,44 @@ def test_a_plateau_schedule_follows_the_logged_loss_and_resumes_exactly(tiny_spe
     lrs = [g["lr"] for g in state["optimisers"]["generator"]["optimizer"]["param_groups"]]
     assert lrs == [pytest.approx(1e-3 * 0.5 ** 2)]
     assert _training_losses(reference) == _training_losses(resumed)
+
+
+def test_a_stage_with_a_time_budget_ends_at_the_logging_point_that_spends_it(tiny_spec, write_spec, tmp_path,
+                                                                           monkeypatch):
+    from genframe.training import engine
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(engine, "_stage_clock", lambda device: lambda: float(next(ticks)))  # 1 s per reading
+    tiny_spec["stages"][0]["seconds"] = 5.0  # the clock is read once per step, at checkpoints and log points
+    tiny_spec["log_every"] = 2
+    run = train(write_spec(tiny_spec), out=str(tmp_path / "run"))
+    storage = RunStorage.open(run.url)
+    log = storage.read_log()
+    (stop,) = [r for r in log if r.get("event") == "budget"]
+    assert stop["stage"] == "glo" and stop["step"] < stop["planned_steps"] == 12 and stop["budget"] == 5.0
+    assert max(r["step"] for r in log if r["stage"] == "glo" and "event" not in r) == stop["step"]
+    assert [r["step"] for r in log if r["stage"] == "mapper" and "event" not in r][-1] == 8  # the next stage runs
+    assert [stage["seconds"] for stage in storage.read_spec()["stages"]] == [5.0, None]
+
+
+def test_a_resumed_stage_counts_the_time_it_spent_before(tiny_spec, write_spec, tmp_path, monkeypatch):
+    """Interrupted after its checkpoint at step 4 and resumed, a budgeted stage stops where the
+    uninterrupted one did: the checkpoint carries the seconds spent (here, clock readings)."""
+    from genframe.training import engine
+
+    class Clock:  # one second per reading, per stage: each stage starts its own count
+        def __init__(self):
+            self.readings = 0
+
+        def __call__(self):
+            self.readings += 1
+            return float(self.readings)
+
+    monkeypatch.setattr(engine, "_stage_clock", lambda device: Clock())
+    tiny_spec["stages"][0]["seconds"] = 5.0  # readings: start, log points, checkpoints: spent at step 8
+    tiny_spec["checkpoint_every"] = 4
+    tiny_spec["log_every"] = 2
+    reference, resumed = crash_and_resume(write_spec(tiny_spec), "glo", 6, tmp_path)
+    stops = [[r["step"] for r in RunStorage.open(url).read_log() if r.get("event") == "budget"]
+             for url in (reference, resumed)]
+    assert stops[0] == stops[1] and len(stops[0]) == 1 and 4 < stops[0][0] < 12

@@ -293,3 +293,23 @@ def test_the_shipped_sweep_and_the_user_guide_example_are_valid(tmp_path):
     (tmp_path / "sweeps" / "gans.yaml").write_text(example)
     sweep = load_sweep(str(tmp_path / "sweeps" / "gans.yaml"))
     assert [m.name for m in sweep.models] == ["nsgan", "lsgan"] and len(sweep.trials()) == 20 * 2 * 2 + 2 * 5
+
+
+def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10_with_one_override():
+    """lucic_cpu.yaml: every system of the lecture and genframe's flows, at equal CPU seconds, selected by
+    FID in classifier features; --set data.type=cifar10 (a spec path, not a sweep field) moves every model."""
+    from ..conftest import SPECS
+
+    cpu = load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"))
+    assert len(cpu.models) == 14 and cpu.budget >= 8 and len(cpu.final_seeds) >= 3 and cpu.metric == "fid"
+    for model in cpu.models:
+        spec = cpu.trial_spec(model, cpu.setting(model, 0), 0)
+        assert sum(stage.get("seconds") or 0 for stage in spec["stages"]) == 90, model.name
+        fid = spec["evaluation"]["metrics"][0]
+        assert fid["features"] == {"type": "classifier"} and fid["floor"] and spec["evaluation"]["data"] == \
+            {"limit": None}
+    cifar = load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.type=cifar10", "budget=1"])
+    assert {cifar.trial_spec(m, cifar.setting(m, 0), 0)["data"]["type"] for m in cifar.models} == {"cifar10"}
+    assert len(cifar.trials()) == 14 * (1 + 3)
+    with pytest.raises(SpecError, match=r"--set: no such field in .*: data has no field 'typo'"):
+        load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.typo=1"])

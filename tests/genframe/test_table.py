@@ -155,3 +155,23 @@ def test_several_sweeps_need_an_output_folder_and_distinct_labels(finished, tmp_
     assert "several sweep folders make one combined table: say where it goes with --out" in capsys.readouterr().err
     assert main(["table", out, out, "--out", str(tmp_path)]) == 1
     assert "sweeps share the label 'digits-32', which names their column" in capsys.readouterr().err
+
+
+def test_a_metric_with_a_floor_is_also_shown_as_a_multiple_of_it(tmp_path):
+    """Runs that report <metric>_floor (fid with floor: true) get the mean of value / floor beside them."""
+    from genframe.reporting.table import markdown
+    from genframe.sweep.results import summarise
+
+    out = RunStorage(str(tmp_path / "sweep"))
+    trials = [{"index": i, "model": "m", "phase": "final", "setting": 0, "seed": i, "path": f"m/final-seed{i}"}
+              for i in range(2)]
+    out.write_json("sweep.json", {"source": "s.yaml", "seed": 0, "label": "digits", "metric": "fid", "mode": "min",
+                                  "budget": 1, "seeds": [0], "final_seeds": [0, 1], "trials": trials,
+                                  "models": [{"name": "m", "label": "M", "spec": "m.yaml", "search": {}}]})
+    for i, (value, floor) in enumerate([(30.0, 3.0), (50.0, 2.5)]):
+        RunStorage(f"{out.url}/m/final-seed{i}").write_json("result.json", {
+            "index": i, "phase": "final", "model": "m", "setting": 0, "seed": i, "status": "ok", "value": value,
+            "results": {"fid": value, "fid_floor": floor}, "metrics": [], "error": None})
+    row = summarise(out.url)["models"][0]
+    assert row["over_floor"] == pytest.approx((10.0 + 20.0) / 2)
+    assert "| M | 40 ± 14 (15x floor) |" in markdown(summarise(out.url))

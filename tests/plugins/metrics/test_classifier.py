@@ -136,3 +136,15 @@ def test_genframe_eval_measures_with_classifier_features_on_request(tmp_path, wr
     assert record["protocol"]["fid"]["features"]["type"] == "classifier"
     assert main(["eval", run, "--features", "pixels"]) == 1
     assert "--features pixels: unknown feature extractor; known: classifier, inception_v3" in capsys.readouterr().err
+
+
+def test_evaluation_data_without_a_type_changes_the_runs_data(write_spec, tiny_spec):
+    from genframe.api import load_system
+
+    tiny_spec["data"]["limit"] = 200
+    tiny_spec["evaluation"] = {"data": {"limit": None}}
+    system = load_system(write_spec(tiny_spec))
+    assert system.evaluation.data.config() == {**system.data.config(), "limit": None}
+    tiny_spec["data"]["type"] = "mnist"  # another data set for training: the reference follows it
+    tiny_spec["data"].pop("image_size")
+    assert load_system(write_spec(tiny_spec, "mnist.yaml")).evaluation.data.type_name == "mnist"
