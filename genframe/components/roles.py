@@ -32,6 +32,12 @@ class Component(metaclass=abc.ABCMeta):
     def setup(self, ctx: BuildContext) -> None:
         """Called once after the spec is built, with the data's shape; builds layers or tables."""
 
+    def preflight(self) -> None:
+        """Fetch or check what this component will need from outside the run (weights, checksum-
+        verified; data files; statistics files), raising ``GenframeError`` with what is missing and
+        how to provide it. Called before anything trains, on one process first, and again by
+        ``genframe validate --preflight``: cheap when everything is in place."""
+
     def sampling_protocol(self) -> dict:
         """What drawing samples through this component depends on besides its weights (a flow's solver
         and its network evaluations), recorded beside every evaluation's numbers; {} for most."""

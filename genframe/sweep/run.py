@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from genframe.build.preflight import preflight
 from genframe.build.system import build
 from genframe.errors import GenframeError
 from genframe.components.registry import Registry, get_registry
@@ -57,10 +58,13 @@ def _silent(line: str) -> None:
 
 
 def _last_evaluation(records: list[dict]) -> dict[str, float]:
-    """Results of the run's last evaluation: the final model is what a trial is judged by."""
+    """Results of the run's last evaluation: the final model is what a trial is judged by. A last
+    evaluation that failed gives its error (under ``error``): the trial is then not selectable."""
     for record in reversed(records):
         if record.get("event") == "evaluation":
             return {k: v for k, v in record.items() if k not in ("stage", "step", "event")}
+        if record.get("event") == "evaluation_failed":
+            return {"error": record["error"]}
     return {}
 
 
@@ -112,8 +116,11 @@ def run_trial(sweep: Sweep, out: str, trial: Trial, *, device: str | None = None
         run(system, out=None if resume else url, device=device, resume=resume, registry=registry)
         results = _last_evaluation(storage.read_log())
         protocol = results.pop("protocol", None)  # what the metrics depended on, as the engine logs it
+        failed_evaluation = results.pop("error", None)
         value = results.get(sweep.metric)
-        if value is None:
+        if failed_evaluation is not None:
+            error = f"its last evaluation failed ({failed_evaluation}); the trained run is kept: genframe eval {url}"
+        elif value is None:
             error = (f"the run reported no {sweep.metric!r} (its last evaluation gave "
                      f"{', '.join(results) or 'nothing'})")
         elif not math.isfinite(value):
@@ -159,6 +166,7 @@ def run_sweep(sweep: Sweep, out: str, *, trial: int | None = None, device: str |
     trials = sweep.trials()
     if trial is not None and not 0 <= trial < len(trials):
         raise GenframeError(f"--trial {trial}: the sweep has {len(trials)} trials, 0..{len(trials) - 1}")
+    preflight_models(sweep, [t.model for t in ([trials[trial]] if trial is not None else trials)], registry)
     out = out.rstrip("/")
     RunStorage(out).write_json("sweep.json", sweep.describe())
     if trial is None and registry is None and device in (None, "auto", "cuda"):
@@ -180,6 +188,16 @@ def run_sweep(sweep: Sweep, out: str, *, trial: int | None = None, device: str |
         if ran:
             ended.append(result)
     return ended
+
+
+def preflight_models(sweep: Sweep, names: list[str], registry: Registry | None = None) -> None:
+    """What the models' runs need from outside (weights, data), checked once for all their trials: a
+    missing file stops the sweep with one error instead of failing every trial after its training."""
+    registry = registry or get_registry()
+    for name in dict.fromkeys(names):
+        model = sweep.model(name)
+        spec = sweep.trial_spec(model, sweep.setting(model, 0), sweep.seeds[0])
+        preflight(build(spec, f"{model.spec_url} (sweep model {name!r})", registry))
 
 
 def visible_gpus() -> list[str]:

@@ -20,6 +20,7 @@ import torch
 
 from genframe.build.context import BuildContext
 from genframe.build.dry_run import dry_run
+from genframe.build.preflight import preflight
 from genframe.build.prepare import compile_components, prepare, resolve_device, restore_components
 from genframe.build.sampler import Sampler
 from genframe.build.system import System, build, walk
@@ -174,6 +175,22 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
         distributed.leave()
 
 
+def _preflight(system: System) -> None:
+    """The main process fetches what the run needs first (so that no two processes write one cache
+    file) and every process stops on its error; the others then find what it fetched."""
+    problem = None
+    if distributed.current().is_main:
+        try:
+            preflight(system)
+        except GenframeError as exc:
+            problem = str(exc)
+    problem = distributed.broadcast_object(problem)
+    if problem:
+        raise GenframeError(problem)
+    if not distributed.current().is_main:
+        preflight(system)
+
+
 def _open_storage(system: System, out: str | None, resume: str | None,
                   registry: Registry) -> tuple[RunStorage, dict | None]:
     """The run folder and the checkpoint to resume from; only rank 0 creates a new folder."""
@@ -198,6 +215,7 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
     if resume and reuse:
         raise GenframeError("--resume continues a run and --reuse starts a new one; give one of them")
     dry_run(system, dev)  # shapes and memory checked on the meta device before anything is allocated
+    _preflight(system)  # weights, data and statistics files fetched or checked before anything trains
     reused = reused_checkpoint(system, reuse, registry) if reuse else None
     storage, checkpoint = _open_storage(system, out, resume, registry)
     if reused is not None:
@@ -547,8 +565,15 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
                                                sampler.interpolation(INTERPOLATION_ROWS, INTERPOLATION_STEPS,
                                                                      generator), nrow=INTERPOLATION_STEPS)
         real_images, labels = the_run.metric_data
-        results, protocols = compute_metrics(system.evaluation.metrics, sampler, real_images, the_run.device,
-                                             labels)
+        try:
+            results, protocols = compute_metrics(system.evaluation.metrics, sampler, real_images, the_run.device,
+                                                 labels)
+        except Exception as exc:  # a full disk, a lost mount: the trained model is kept, the metric can wait
+            error = (str(exc) if isinstance(exc, GenframeError) else f"{type(exc).__name__}: {exc}").splitlines()[0]
+            storage.log({"stage": stage.name, "step": step, "event": "evaluation_failed", "error": error})
+            print(f"genframe: warning: stage {stage.name!r}, step {step}: the evaluation failed ({error}); training "
+                  f"goes on and the checkpoints are kept: measure later with genframe eval {storage.url}",
+                  file=sys.stderr)
     if results:
         storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results, "protocol": protocols})
     the_run.hook.genframe_evaluated(run=the_run.info, stage=stage.name, step=step, results=results,

@@ -109,10 +109,18 @@ class MNIST(Dataset):
         count = {"train": 60_000, "test": 10_000}.get(self.split, 60_000)
         return min(count, self.limit or count), 1, self.image_size
 
-    def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def preflight(self) -> None:
+        self._files()
+
+    def _files(self) -> tuple[object, tuple[str, str]]:
+        """(filesystem, (images, labels) paths), fetched first when missing and ``download`` is set."""
         fs, root = open_location(self.root, self.type_name)
         fetched_split = "test" if self.split == "test" else "train"
         _, files = find_or_download(self, fs, root, lambda: self._torchvision(root, fetched_split))
+        return fs, files
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        fs, files = self._files()
         image_path, label_path = files
         images = parse_idx(read_data_file(fs, image_path, self.type_name), IMAGES_MAGIC, image_path)
         labels = parse_idx(read_data_file(fs, label_path, self.type_name), LABELS_MAGIC, label_path)
@@ -259,9 +267,17 @@ class CIFAR10(Dataset):
         count = {"train": 50_000, "test": 10_000}.get(self.split, 50_000)
         return min(count, self.limit or count), 3, self.image_size
 
-    def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def preflight(self) -> None:
+        self._files()
+
+    def _files(self) -> tuple[object, list[str]]:
+        """(filesystem, batch file paths), fetched first when missing and ``download`` is set."""
         fs, root = open_location(self.root, self.type_name)
         _, files = find_or_download(self, fs, root, lambda: self._torchvision(root))
+        return fs, files
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        fs, files = self._files()
         images, labels = [], []
         for path in files:
             x, y = parse_cifar_batch(read_data_file(fs, path, self.type_name), path)

@@ -214,6 +214,10 @@ class ImageFolder(Dataset):
     cache_dir: str | None = param(None, help="cache folder (fsspec URL); default $GENFRAME_CACHE/data or "
                                              "~/.cache/genframe/data")
 
+    def preflight(self) -> None:
+        fs, root, _ = self._open()
+        self._list_images(fs, root)  # the folder is there and holds images
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         fs, root, source = self._open()
         listing = self._list_images(fs, root)
@@ -317,7 +321,11 @@ class CelebA(Dataset):
         count = {"train": 162_770, "valid": 19_867, "test": 19_962, "all": 202_599}[self.split]
         return min(count, self.limit or count), 3, self.image_size
 
-    def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def preflight(self) -> None:
+        self._located()
+
+    def _located(self) -> tuple[Any, str, str]:
+        """(filesystem, root, the folder holding img_align_celeba/), fetched first when ``download`` is set."""
         fs, root = open_location(self.root, self.type_name)
         base = self._base(fs, root)
         if base is None:
@@ -329,6 +337,10 @@ class CelebA(Dataset):
             if base is None:
                 raise GenframeError(f"{self.type_name}: download into {self.root!r} left no {CELEBA_IMAGES} "
                                     "folder")
+        return fs, root, base
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        fs, _, base = self._located()
         folder = self._image_folder(fs, base)
         listing = {relative(path, folder): info for path, info in fs.find(folder, detail=True).items()
                    if path.lower().endswith((".jpg", ".jpeg", ".png"))}

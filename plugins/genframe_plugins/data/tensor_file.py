@@ -46,6 +46,11 @@ class TensorFile(Dataset):
     limit: int | None = param(None, ge=1, help="keep a seeded random subset of this many images")
     subset_seed: int = param(0, help="seed of the subset chosen by limit")
 
+    def preflight(self) -> None:
+        fs, path = open_location(self.path, self.type_name, "path")
+        if not fs.exists(path):
+            raise GenframeError(f"{self.type_name}: path: no such file {self.path!r}")
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         arrays = self._read()
         images = self._images(arrays)

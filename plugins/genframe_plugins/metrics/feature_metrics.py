@@ -457,6 +457,10 @@ class FID(FeatureMetric):
     def set_reference_statistics(self, url: str) -> None:
         self.reference = url
 
+    def preflight(self) -> None:
+        if self.reference is not None:
+            Statistics.load(self.reference)  # there, readable, and made with a recorded protocol
+
     def _load_reference(self, extractor: FeatureExtractor) -> Statistics:
         assert self.reference is not None
         stats = Statistics.load(self.reference)

@@ -432,15 +432,29 @@ def _read_checked(path: str, sha256: str | None, source: str) -> tuple[bytes, st
     return data, digest
 
 
+def _present(location: str, sha256: str | None) -> tuple[bytes, str]:
+    """The weights' bytes and SHA-256, checked; a remote file is downloaded into the cache first."""
+    if _is_local(location):
+        return _read_checked(location, sha256, location)
+    cached = _cached_path(location)
+    if not cached.exists():
+        _download(location, cached, sha256)
+    return _read_checked(str(cached), sha256, f"{cached} (cached copy of {location})")
+
+
+_CHECKED: set[tuple[str, str]] = set()  # weights found present and intact in this process
+
+
+def check_weights(location: str, sha256: str | None) -> None:
+    """Fetch the weights if they are remote and check their digest, once per process (preflight)."""
+    if (location, sha256 or "") not in _CHECKED:
+        _present(location, sha256)
+        _CHECKED.add((location, sha256 or ""))
+
+
 def read_weights(location: str, sha256: str | None) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict, SHA-256) of the weights at ``location``; remote files go through the cache first."""
-    if _is_local(location):
-        data, digest = _read_checked(location, sha256, location)
-    else:
-        cached = _cached_path(location)
-        if not cached.exists():
-            _download(location, cached, sha256)
-        data, digest = _read_checked(str(cached), sha256, f"{cached} (cached copy of {location})")
+    data, digest = _present(location, sha256)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # a non-torch file raises anything from UnpicklingError to RuntimeError
@@ -521,6 +535,9 @@ class InceptionV3(FeatureExtractor):
     @property
     def torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def preflight(self) -> None:
+        check_weights(weights_location(self.weights), self.weights_sha256)
 
     def prepare(self, device: torch.device) -> None:
         self._network, self._digest = load_network(self.weights, self.weights_sha256, self.torch_dtype,

@@ -188,6 +188,10 @@ class VGG(ReconstructionLoss):
         if self.levels:
             self._network(ctx.device)
 
+    def preflight(self) -> None:
+        if self.levels:  # the weights downloaded and checked now, not at the first training step
+            self._network(torch.device("cpu"))
+
     def _network(self, device: torch.device) -> nn.Sequential:
         if self._features is None:
             state, source = self._torchvision_state() if self.weights == "torchvision" else self._file_state()
