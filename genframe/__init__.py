@@ -26,7 +26,7 @@ from genframe.training.batches import EpochBatches
 from genframe.training.context import StageContext
 from genframe.training.optimisers import Optimisers
 
-__version__ = "0.2.0"
+from genframe._version import __version__
 #: Version of the plugin API in this module: the major number changes when a name is removed or a
 #: signature changes incompatibly; plugins may require ``genframe.API_VERSION >= (1, n)``.
 API_VERSION = (1, 4)

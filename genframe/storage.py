@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import uuid
 from typing import Any
 
@@ -31,9 +30,13 @@ import yaml
 
 from genframe.errors import GenframeError
 from genframe.ops.safe_yaml import load_yaml
+from genframe.ops import log
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_INDEX = "checkpoints/index.json"
+#: An exported model (``genframe export``): the sampler chain's weights, in safetensors (no pickle).
+EXPORTED_WEIGHTS = "model.safetensors"
+EXPORT_FORMAT = "genframe-export/1"
 
 _COUNT = {"type": "integer", "minimum": 0}
 _ENTRY = {"type": "object", "required": ["file", "stage", "step", "size", "sha256"],
@@ -211,8 +214,8 @@ class RunStorage:
             else:
                 skipped.append(number)
         if skipped:
-            print(f"genframe: warning: {self.url}/metrics.jsonl: skipped damaged line(s) "
-                  f"{', '.join(map(str, skipped[:5]))}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+            log.warning(f"{self.url}/metrics.jsonl: skipped damaged line(s) "
+                        f"{', '.join(map(str, skipped[:5]))}{' ...' if len(skipped) > 5 else ''}")
         return records
 
     # -- checkpoints ----------------------------------------------------------------
@@ -281,10 +284,28 @@ class RunStorage:
             if payload is not None:
                 return payload
             fallback = "an older one" if entry is not candidates[-1] else "none is left"
-            print(f"genframe: warning: {self.url}/{entry['file']}: {problem}; using {fallback}", file=sys.stderr)
+            log.warning(f"{self.url}/{entry['file']}: {problem}; using {fallback}")
         if candidates:
             raise GenframeError(f"{self.url}: every checkpoint is damaged; the run cannot be resumed")
         return None
+
+    def load_exported(self) -> dict[str, Any] | None:
+        """The weights of an exported folder in a checkpoint's shape (``{"components": {name: state}}``),
+        or None when the folder holds none. safetensors files hold tensors only: nothing in them runs."""
+        if not self.exists(EXPORTED_WEIGHTS):
+            return None
+        from safetensors.torch import load as safetensors_load
+
+        try:
+            flat = safetensors_load(self.read_bytes(EXPORTED_WEIGHTS))
+        except Exception as exc:  # damaged or not a safetensors file
+            raise GenframeError(f"{self.url}/{EXPORTED_WEIGHTS}: not a readable safetensors file "
+                                f"({type(exc).__name__})") from None
+        components: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in flat.items():
+            name, _, rest = key.partition(".")
+            components.setdefault(name, {})[rest] = value
+        return {"components": components}
 
     def verified_checkpoint(self, entry: dict) -> tuple[dict | None, str]:
         """(payload, '') of an index entry whose file is intact, else (None, what is wrong with it)."""

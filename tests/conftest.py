@@ -84,8 +84,10 @@ def write_spec(tmp_path):
     return write
 
 
-class SimulatedCrash(Exception):
-    """Raised by an observer to stop a run at a chosen step, as a crash would."""
+class SimulatedCrash(BaseException):
+    """Raised by an observer to stop a run at a chosen step, as a crash would: a BaseException, like
+    the interrupt of a killed process, since an observer's ordinary exceptions are isolated and end
+    nothing."""
 
 
 def checkpoint_weights(run_url: str) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import sys
 from typing import Callable, Iterator
 
 import attrs
@@ -14,6 +13,7 @@ from genframe.build.system import System
 from genframe.errors import GenframeError
 from genframe.ops.graphs import CaptureError, CudaGraph, RecordedGraph, side_stream
 from genframe.ops.images import to_uint8
+from genframe.ops import log
 
 
 class Sampler:
@@ -117,8 +117,8 @@ class Sampler:
                 replay.output = replay.graph.capture(lambda: self._links(replay.noise, replay.labels))
             except (CaptureError, RuntimeError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                print(f"genframe: warning: the sampler chain {self.names} cannot be captured ({first}); "
-                      "it samples eagerly", file=sys.stderr)
+                log.warning(f"the sampler chain {self.names} cannot be captured ({first}); "
+                            "it samples eagerly")
                 self.graphs = "off"
                 seed()
                 return self._links(noise, labels)

@@ -21,6 +21,7 @@ import pluggy
 from genframe.components import hooks
 from genframe.errors import GenframeError
 from genframe.components.roles import NAMED_ROLES, ROLES, Component
+from genframe.ops import log
 
 ENTRY_POINT_GROUP = "genframe"
 
@@ -78,8 +79,7 @@ def _selected(env: str | None, ep: md.EntryPoint) -> bool:
 
 
 def _report(problem: PluginProblem) -> None:
-    print(f"genframe: warning: plugin {problem.plugin!r} from {problem.distribution}: {problem.message}",
-          file=sys.stderr)
+    log.warning(f"plugin {problem.plugin!r} from {problem.distribution}: {problem.message}")
 
 
 def create_registry(extra_plugins: Iterable[object] = (), *, entry_points: bool = True) -> Registry:

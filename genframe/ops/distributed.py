@@ -23,7 +23,6 @@ gradient hooks do not support. It gives up DDP's overlap of communication with t
 from __future__ import annotations
 
 import os
-import sys
 from datetime import timedelta
 from typing import Callable, Iterable
 
@@ -32,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from genframe.errors import GenframeError
+from genframe.ops import log
 
 
 @attrs.frozen
@@ -254,6 +254,6 @@ def convert_batch_norm(module: torch.nn.Module, device: torch.device) -> None:
         return
     global _warned_batch_norm
     if not _warned_batch_norm and _current.is_main:
-        print("genframe: warning: batch normalisation runs per process on the CPU (SyncBatchNorm needs CUDA); "
-              "results differ slightly from one process with the same global batch", file=sys.stderr)
+        log.warning("batch normalisation runs per process on the CPU (SyncBatchNorm needs CUDA); "
+                    "results differ slightly from one process with the same global batch")
     _warned_batch_norm = True

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from types import ModuleType
 
 import torch
+from genframe.ops import log
 
 #: Bytes the distance block (and the shortlist's re-ranking) may use off-CUDA.
 DEFAULT_BUDGET = 256 * 2**20
@@ -144,8 +144,8 @@ def nearest_neighbours(queries: torch.Tensor, candidates: torch.Tensor, *, chunk
             if not fall_back:
                 raise
             _TRITON_FAILED.append(f"{type(exc).__name__}: {exc}")
-            print(f"genframe: warning: the fused nearest-neighbour kernel failed ({_TRITON_FAILED[0][:200]}); "
-                  "using chunked matrix products from now on", file=sys.stderr)
+            log.warning(f"the fused nearest-neighbour kernel failed ({_TRITON_FAILED[0][:200]}); "
+                        "using chunked matrix products from now on")
         else:
             for qs in range(0, num_queries, step_q):
                 _rerank(q[qs:qs + step_q], c, shortlist[qs:qs + step_q], exact,

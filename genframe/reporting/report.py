@@ -15,6 +15,7 @@ from collections import defaultdict
 import yaml
 
 from genframe.errors import GenframeError
+from genframe.ops.extras import installed
 from genframe.reporting.curves import loss_curves_png
 from genframe.spec.load import validate
 from genframe.storage import RUN_SCHEMA, RunStorage
@@ -92,7 +93,7 @@ def build_report(run_url: str) -> str:
     info = storage.read_json("run.json", RUN_SCHEMA)
     records = storage.read_log()
     evaluations = [r for r in records if r.get("event") == "evaluation"]
-    curves = loss_curves_png(records)
+    curves = loss_curves_png(records) if installed("matplotlib") else None
     checkpoints = storage.checkpoints()
     hardware = info.get("hardware", {})
     sections = [
@@ -102,7 +103,8 @@ def build_report(run_url: str) -> str:
         "<h2>Training</h2>",
         _table(["stage", "last step", "last losses", "seconds since start", "steps/s"], _stage_summary(records))
         if records else "<p>Nothing logged yet.</p>",
-        _img(curves, "loss curves", "curves") if curves else "",
+        _img(curves, "loss curves", "curves") if curves else
+        "" if installed("matplotlib") else "<p>Loss curves need matplotlib: pip install 'genframe[plots]'.</p>",
     ]
     if evaluations:
         keys = sorted({k for r in evaluations for k, v in r.items() if not isinstance(v, (dict, list))}

@@ -12,8 +12,10 @@ import io
 from typing import Any
 
 from genframe.errors import GenframeError
+from genframe.ops.extras import installed
 from genframe.storage import RunStorage
 from genframe.sweep.results import expected_best, summarise
+from genframe.ops import log
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -223,8 +225,14 @@ def write_table(sweep_dirs: str | list[str], out: str | None = None) -> tuple[st
     }
     for name, text in files.items():
         storage.write_text(name, text)
-    storage.write_bytes("budget.png", budget_png(summaries, curves))
-    return files["table.md"], [f"{storage.url}/{name}" for name in [*files, "budget.png"]]
+    written = list(files)
+    if installed("matplotlib"):
+        storage.write_bytes("budget.png", budget_png(summaries, curves))
+        written.append("budget.png")
+    else:
+        log.note("budget.png needs matplotlib: pip install 'genframe[plots]' (budget.csv holds "
+                 "its numbers)")
+    return files["table.md"], [f"{storage.url}/{name}" for name in written]
 
 
 def _check_comparable(dirs: list[str], summaries: list[dict]) -> None:

@@ -83,6 +83,10 @@ class Settings:
     log_every: int = param(50, ge=1, help="Steps between log records (the mean losses since the last).")
     checkpoint_every: int = param(1000, ge=1, help="Steps between checkpoints (also at the end of each stage).")
     keep_checkpoints: int = param(3, ge=1, help="Newest checkpoints kept (the best one is kept as well).")
+    trackers: list[str] = param(
+        factory=list, help="Experiment trackers the run logs to: mlflow, wandb (each an extra: pip install "
+                           "'genframe[mlflow]'), or a plugin's. Each also turns on with its own environment "
+                           "variables (MLFLOW_TRACKING_URI, WANDB_PROJECT), never by being installed.")
     best_checkpoint: BestCheckpoint | None = param(
         None, help="Keep the checkpoint with the best value of this evaluation metric.")
     nonfinite: NonFinite = param(factory=NonFinite, help="What to do when a loss becomes NaN or infinite.")

@@ -91,6 +91,9 @@ def _reference_data(system, reference: str | None, registry: Registry):
 def _evaluated_position(system, storage, which: str) -> tuple[str, int]:
     """(stage name, step) of the checkpoint evaluated, as training logged it."""
     payload = storage.load_checkpoint(which)
+    if payload is None:  # an exported folder: its weights are the end of its training log
+        trained = [r for r in storage.read_log() if "event" not in r]
+        return (trained[-1]["stage"], trained[-1]["step"]) if trained else (system.stages[-1].name, 0)
     index, step = payload["stage"], payload["step"]
     if step == 0 and index > 0:  # a stage boundary: the end of the previous stage
         name = system.stages[index - 1].name

@@ -14,7 +14,9 @@ from genframe.storage import RunStorage
 
 def load_trained(run_url: str, *, device: str | None = None, registry: Registry | None = None,
                  checkpoint: str = "last") -> tuple[System, torch.device]:
-    """Rebuild a run's system from its folder and load its weights (``last`` or ``best``; no data needed)."""
+    """Rebuild a run's system from its folder and load its weights (``last`` or ``best``; no data needed).
+
+    ``run_url`` may also be a folder written by ``genframe export``: its ``model.safetensors``."""
     registry = registry or get_registry()
     storage = RunStorage.open(run_url)
     spec = storage.read_spec()
@@ -24,6 +26,8 @@ def load_trained(run_url: str, *, device: str | None = None, registry: Registry 
     dev = resolve_device(device or ("cpu" if system.device == "auto" and not torch.cuda.is_available()
                                     else system.device))
     state = storage.load_checkpoint(checkpoint)
+    if state is None and checkpoint == "last":
+        state = storage.load_exported()  # a folder written by genframe export
     if state is None:
         raise GenframeError(f"{run_url}: no checkpoint yet; nothing to sample from")
     prepare(system, dev, load_data=False, data_shape=storage.data_shape())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -28,9 +27,10 @@ from genframe.components.hooks import RunInfo
 from genframe.components.params import ref_read_only, ref_roles
 from genframe.components.registry import Registry, get_registry
 from genframe.components.roles import ModuleComponent
+from genframe._version import __version__
 from genframe.errors import GenframeError
 from genframe.evaluation.metrics import compute_metrics
-from genframe.ops import distributed
+from genframe.ops import distributed, log
 from genframe.ops.denormals import denormals_flushed
 from genframe.ops.images import image_grid, png_bytes, to_uint8
 from genframe.ops.precision import RUN_DTYPES, at_least_float32, default_dtype
@@ -118,6 +118,7 @@ class Run:
         self.resume_point: tuple[int, int] | None = None  # (stage, step) of the checkpoint resumed from
         self.world = distributed.current()  # this process's rank among those training the run
         self.graph_mode = graphs.resolve_mode(system.cuda_graphs, device)  # off, cuda, emulate
+        self._hooks = _IsolatedHooks(registry)
         self.metric_data: tuple[torch.Tensor, torch.Tensor | None] | None = None  # what metrics compare with
 
     @property
@@ -127,7 +128,7 @@ class Run:
     @property
     def hook(self):
         """The observer hooks; silent outside rank 0, so that one process reports a distributed run."""
-        return self.registry.hook if self.world.is_main else _SILENT_HOOKS
+        return self._hooks if self.world.is_main else _SILENT_HOOKS
 
     @property
     def url(self) -> str:
@@ -148,6 +149,36 @@ class _SilentHooks:
 
 
 _SILENT_HOOKS = _SilentHooks()
+
+
+class _IsolatedHooks:
+    """The observer hooks, each plugin's implementation called on its own: an observer that raises
+    (a tracker that lost its network) is reported once, naming the plugin and the hook, and switched
+    off for the rest of the run; training and the other observers go on."""
+
+    def __init__(self, registry: Registry):
+        self._relay = registry.hook
+        self.failed: set[str] = set()  # plugins switched off in this run
+
+    def __getattr__(self, name: str):
+        caller = getattr(self._relay, name)
+
+        def call(**kwargs) -> None:
+            for impl in reversed(caller.get_hookimpls()):  # pluggy's own order: the last registered first
+                if impl.plugin_name in self.failed:
+                    continue
+                try:
+                    impl.function(*[kwargs[arg] for arg in impl.argnames])
+                except Exception as exc:
+                    self.failed.add(impl.plugin_name)
+                    detail = (str(exc).splitlines() or [""])[0]
+                    # entry-point plugins are named "<distribution>:<entry point>"; ones registered in code by id
+                    label = impl.plugin_name if not impl.plugin_name.isdigit() else \
+                        getattr(impl.plugin, "__name__", type(impl.plugin).__name__)
+                    log.warning(f"observer plugin {label!r} failed in {name} "
+                                f"({type(exc).__name__}: {detail}); it is switched off for the rest of this run")
+
+        return call
 
 
 def run(system: System, *, out: str | None = None, device: str | None = None, resume: str | None = None,
@@ -233,7 +264,7 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
         storage.write_json("run.json", {
             "data_shape": {k: getattr(the_run.build_ctx, k)
                            for k in ("num_examples", "channels", "image_size", "num_classes", "class_names")},
-            "genframe": __import__("genframe").__version__, "torch": torch.__version__,
+            "genframe": __version__, "torch": torch.__version__,
             "created": datetime.now().isoformat(timespec="seconds"), "source": system.source,
             "hardware": {**hardware(dev), "processes": the_run.world.size},
             **({"reused": {"run": reuse, "stages": [s.name for s in system.stages[:checkpoint["stage"]]],
@@ -282,8 +313,8 @@ def _run_with_recovery(the_run: Run, checkpoint: dict | None) -> None:
                 raise GenframeError(f"{exc}; no checkpoint to roll back to yet") from None
             rollbacks += 1
             lr_scale = policy.lr_factor ** rollbacks
-            print(f"genframe: warning: {exc}; rolling back to stage {checkpoint['stage']} step "
-                  f"{checkpoint['step']} with learning rates x{lr_scale:g}", file=sys.stderr)
+            log.warning(f"{exc}; rolling back to stage {checkpoint['stage']} step "
+                        f"{checkpoint['step']} with learning rates x{lr_scale:g}")
 
 
 def _check_same_spec(system: System, storage: RunStorage, registry: Registry) -> None:
@@ -505,8 +536,7 @@ def _over_budget(the_run: Run, stage, seconds: float, done: int, total: int) -> 
     if over and the_run.world.is_main:
         the_run.storage.log({"stage": stage.name, "step": done, "event": "budget", "seconds": round(seconds, 1),
                              "budget": stage.seconds, "planned_steps": total})
-        print(f"genframe: stage {stage.name!r}: its {stage.seconds:g} s are spent; it ends at step {done} of "
-              f"{total}", file=sys.stderr)
+        log.note(f"stage {stage.name!r}: its {stage.seconds:g} s are spent; it ends at step {done} of {total}")
     return over
 
 
@@ -571,9 +601,8 @@ def evaluate(the_run: Run, stage, step: int) -> dict[str, float]:
         except Exception as exc:  # a full disk, a lost mount: the trained model is kept, the metric can wait
             error = (str(exc) if isinstance(exc, GenframeError) else f"{type(exc).__name__}: {exc}").splitlines()[0]
             storage.log({"stage": stage.name, "step": step, "event": "evaluation_failed", "error": error})
-            print(f"genframe: warning: stage {stage.name!r}, step {step}: the evaluation failed ({error}); training "
-                  f"goes on and the checkpoints are kept: measure later with genframe eval {storage.url}",
-                  file=sys.stderr)
+            log.warning(f"stage {stage.name!r}, step {step}: the evaluation failed ({error}); training "
+                        f"goes on and the checkpoints are kept: measure later with genframe eval {storage.url}")
     if results:
         storage.log({"stage": stage.name, "step": step, "event": "evaluation", **results, "protocol": protocols})
     the_run.hook.genframe_evaluated(run=the_run.info, stage=stage.name, step=step, results=results,

@@ -25,6 +25,7 @@ from genframe.ops import distributed
 from genframe.ops.graphs import CaptureError, CudaGraph, RecordedGraph, side_stream
 from genframe.training.context import StageContext
 from genframe.components.roles import Trainer
+from genframe.ops import log
 
 Outputs = dict[str, torch.Tensor]
 
@@ -40,8 +41,7 @@ def resolve_mode(setting: bool | str, device: torch.device) -> str:
     if setting == "emulate":
         return "emulate"
     if device.type != "cuda":
-        print(f"genframe: warning: cuda_graphs: true has no effect on {device.type}; steps run eagerly",
-              file=sys.stderr)
+        log.warning(f"cuda_graphs: true has no effect on {device.type}; steps run eagerly")
         return "off"
     return "cuda"
 
@@ -103,8 +103,7 @@ class StepRunner:
         self._graph, self._outputs, self.captured_at = graph, outputs, step
         kind = "a CUDA graph" if self.mode == "cuda" else "an emulated graph"
         if distributed.current().is_main:
-            print(f"genframe: {self.where}: step {step + 1} captured as {kind}; later steps replay it",
-                  file=sys.stderr)
+            log.note(f"{self.where}: step {step + 1} captured as {kind}; later steps replay it")
         return outputs
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
+from unittest import mock
 
 import torch
 import yaml
@@ -26,7 +28,8 @@ class Brightness(Metric):
 
 
 class Counter:
-    """Counts the runs started, and makes the runs whose folder ends with one of ``fail`` raise."""
+    """Counts the runs started; the runs whose folder ends with one of ``fail`` fail in training
+    (see :func:`failing`: an observer's own exception would be isolated, not end the run)."""
 
     def __init__(self, fail: tuple[str, ...] = ()):
         self.started: list[str] = []
@@ -39,8 +42,22 @@ class Counter:
     @hookimpl
     def genframe_run_started(self, run):
         self.started.append(run.url)
-        if run.url.endswith(self.fail):
+
+
+@contextlib.contextmanager
+def failing(counter: Counter):
+    """Within the block, the stages of runs in ``counter.fail``'s folders raise as a broken trainer would."""
+    from genframe.training import engine
+
+    original = engine._run_stage
+
+    def run_stage(the_run, *args, **kwargs):
+        if counter.fail and the_run.url.endswith(counter.fail):
             raise RuntimeError("simulated failure\nsecond line that the record must not keep")
+        return original(the_run, *args, **kwargs)
+
+    with mock.patch.object(engine, "_run_stage", run_stage):
+        yield
 
 
 def registry_with(counter: Counter):
@@ -88,4 +105,5 @@ def run_test_sweep(folder: Path, text: str, failing_trial: str):
     registry = registry_with(counter)
     sweep = load_sweep(write_sweep(folder, text), registry=registry)
     out = str(folder / "out")
-    return sweep, out, counter, registry, run_sweep(sweep, out, registry=registry)
+    with failing(counter):
+        return sweep, out, counter, registry, run_sweep(sweep, out, registry=registry)

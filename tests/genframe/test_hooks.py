@@ -47,3 +47,34 @@ def test_observers_get_a_frozen_description_of_the_run(tiny_spec, write_spec, tm
     assert [r["step"] for r in run.read_log()] == [2, 4, 6, 8, 10, 12]
     run.write_bytes("observer/note.txt", b"written by an observer")
     assert (out / "observer" / "note.txt").read_bytes() == b"written by an observer"
+
+
+def test_an_observer_that_raises_on_every_step_is_switched_off_with_one_warning(tiny_spec, write_spec, tmp_path,
+                                                                               capsys):
+    from genframe import hookimpl
+    from genframe.api import load_system
+    from genframe.components.registry import create_registry
+    from genframe.storage import RunStorage
+    from genframe.training.engine import run
+
+    calls: list[int] = []
+
+    class BrokenTracker:
+        @hookimpl
+        def genframe_step_end(self, run, stage, step, total_steps, losses):
+            calls.append(step)
+            raise ConnectionError("tracker unreachable")
+
+    class Recorder:
+        @hookimpl
+        def genframe_step_end(self, run, stage, step, total_steps, losses):
+            seen.append(step)
+
+    seen: list[int] = []
+    registry = create_registry([BrokenTracker(), Recorder()])
+    finished = run(load_system(write_spec(tiny_spec), registry=registry), out=str(tmp_path / "run"), registry=registry)
+    assert RunStorage.open(finished.url).checkpoints()[-1]["stage"] == 2  # completed
+    assert len(calls) == 1 and len(seen) > 1  # switched off after its first failure; the others go on
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "observer plugin" in line]
+    assert len(warnings) == 1 and "BrokenTracker" in warnings[0] and "genframe_step_end" in warnings[0]
+    assert "ConnectionError: tracker unreachable" in warnings[0]

@@ -1,4 +1,4 @@
-"""Optimisers (Adam, RMSProp) with learning-rate schedules, and the helper that builds both for a trainer.
+"""Optimisers (Adam, AdamW, RMSProp) with learning-rate schedules, and the helper that builds both for a trainer.
 
 Each optimiser carries a ``schedule`` component: a multiplier of its learning rate as a function of
 the (fractional) epoch and of the training progress in [0, 1]. Trainers build them through
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -51,6 +51,71 @@ class Linear(Schedule):
 
     def factor(self, epoch: float, progress: float) -> float:
         return 1.0 + (self.final - 1.0) * min(max(progress, 0.0), 1.0)
+
+
+@component("schedule", "cosine")
+class Cosine(Schedule):
+    """Cosine decay (Loshchilov & Hutter's SGDR without restarts) from the full rate to ``final`` times it.
+
+    The multiplier is final + (1 - final) (1 + cos(pi progress)) / 2 over the stage's training;
+    after a ``warmup`` the progress counts from the end of the warm-up.
+    """
+
+    final: float = param(0.0, ge=0, le=1, help="multiplier reached at the end of training")
+
+    def factor(self, epoch: float, progress: float) -> float:
+        progress = min(max(progress, 0.0), 1.0)
+        return self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@component("schedule", "warmup")
+class Warmup(Schedule):
+    """A linear warm-up from ``start`` times the rate to the full rate, then another schedule.
+
+    Large learning rates with Adam's early, poorly estimated second moments can derail the first
+    steps of transformers and diffusion models; the rate rises over ``share`` of training (or
+    ``epochs``), and ``then`` runs on the rest of it, its progress counted from the warm-up's end:
+    ``{type: warmup, share: 0.05, then: {type: cosine}}`` is the usual recipe.
+    """
+
+    share: float | None = param(None, gt=0, lt=1, help="part of the stage's training the warm-up lasts")
+    epochs: float | None = param(None, gt=0, help="or: epochs the warm-up lasts")
+    start: float = param(0.0, ge=0, le=1, help="multiplier at the first step")
+    then: Schedule = param(factory=lambda: {"type": "constant"}, help="the schedule after the warm-up")
+
+    def __attrs_post_init__(self) -> None:
+        if (self.share is None) == (self.epochs is None):
+            raise ValueError("give the warm-up's length as share or as epochs, one of them")
+
+    def _length(self, epoch: float, progress: float) -> float:
+        """The warm-up's share of training."""
+        if self.share is not None:
+            return self.share
+        # epochs per unit of progress: the stage's length in epochs (known once training moved)
+        total = epoch / progress if progress > 0 else math.inf
+        return min(self.epochs / total, 1.0)
+
+    def factor(self, epoch: float, progress: float) -> float:
+        if progress <= 0:
+            return self.start
+        length = self._length(epoch, progress)
+        if progress < length:
+            return self.start + (1.0 - self.start) * progress / length
+        rest = (progress - length) / (1.0 - length) if length < 1.0 else 1.0
+        warm_epochs = self.epochs if self.epochs is not None else epoch * length / max(progress, 1e-12)
+        return self.then.factor(max(epoch - warm_epochs, 0.0), rest)
+
+    def reset(self) -> None:
+        self.then.reset()
+
+    def observe(self, logged: dict[str, float]) -> None:
+        self.then.observe(logged)
+
+    def state_dict(self) -> dict:
+        return self.then.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.then.load_state_dict(state)
 
 
 @component("schedule", "plateau")
@@ -135,8 +200,24 @@ def _materialise(params: Any) -> list:
     return out
 
 
+class _AdamFamily(Optimizer):
+    """What adam and adamw share: the betas' check and the build (they differ in how weight decay acts)."""
+
+    torch_optimizer: ClassVar[type[torch.optim.Optimizer]]
+
+    def __attrs_post_init__(self) -> None:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
+
+    def build(self, params: Any) -> torch.optim.Optimizer:
+        params = _materialise(params)
+        options = {"fused": True} if self.fused else _device_options(self.torch_optimizer, params)
+        return self.torch_optimizer(params, lr=self.lr, betas=tuple(self.betas), eps=self.eps,
+                                    weight_decay=self.weight_decay, **options)
+
+
 @component("optimizer", "adam")
-class Adam(Optimizer):
+class Adam(_AdamFamily):
     """Adam with DCGAN's beta1 = 0.5: a short momentum memory suits the moving target of a GAN."""
 
     lr: float = param(2e-4, gt=0, help="learning rate before the schedule's multiplier")
@@ -148,15 +229,27 @@ class Adam(Optimizer):
                                     "steps; its step count lives on the device, as CUDA graphs need)")
     schedule: Schedule = _schedule_param()
 
-    def __attrs_post_init__(self) -> None:
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
+    torch_optimizer = torch.optim.Adam
 
-    def build(self, params: Any) -> torch.optim.Optimizer:
-        params = _materialise(params)
-        options = {"fused": True} if self.fused else _device_options(torch.optim.Adam, params)
-        return torch.optim.Adam(params, lr=self.lr, betas=tuple(self.betas), eps=self.eps,
-                                weight_decay=self.weight_decay, **options)
+
+@component("optimizer", "adamw")
+class AdamW(_AdamFamily):
+    """AdamW (Loshchilov & Hutter 2019): Adam with weight decay applied to the weights, not the gradient.
+
+    The decay then shrinks every weight at the same rate instead of being rescaled by Adam's
+    per-weight step sizes; the optimiser of transformers and of modern diffusion recipes.
+    """
+
+    lr: float = param(1e-3, gt=0, help="learning rate before the schedule's multiplier")
+    betas: tuple[float, float] = param((0.9, 0.999), help="decay rates of the gradient's running mean and "
+                                                          "square, each in [0, 1)")
+    eps: float = param(1e-8, gt=0, help="added to the denominator for numerical stability")
+    weight_decay: float = param(0.01, ge=0, help="decoupled weight decay: each step multiplies the weights by "
+                                                 "1 - lr * weight_decay")
+    fused: bool = param(False, help="one fused kernel updates every parameter (see adam)")
+    schedule: Schedule = _schedule_param()
+
+    torch_optimizer = torch.optim.AdamW
 
 
 @component("optimizer", "rmsprop")
@@ -177,4 +270,4 @@ class RMSProp(Optimizer):
 
 @hookimpl
 def genframe_components():
-    return [Constant, Step, Linear, Plateau, Adam, RMSProp]
+    return [Constant, Step, Linear, Cosine, Warmup, Plateau, Adam, AdamW, RMSProp]

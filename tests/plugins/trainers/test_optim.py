@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -155,3 +157,59 @@ def test_plateau_in_max_mode_and_with_a_floor():
     assert plateau.factor(0.0, 0.0) == 0.05  # 1.0 -> 0.1 -> 0.05 (floored), 3.0 improves
     with pytest.raises(GenframeError, match="monitor 'score' is not logged by this stage; it logs loss"):
         plateau.observe({"loss": 1.0})
+
+
+def test_adamw_steps_equal_torch_adamw():
+    (ours, theirs), x = two_parameter_sets()
+    take_steps(optim.AdamW(lr=1e-2, weight_decay=0.1, schedule=Constant()).build(ours), ours, x)
+    take_steps(torch.optim.AdamW(theirs, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1), theirs, x)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    (adam, _), _ = two_parameter_sets()  # decoupled decay is not Adam's L2 penalty
+    take_steps(Adam(lr=1e-2, betas=(0.9, 0.999), weight_decay=0.1, schedule=Constant()).build(adam), adam, x)
+    assert not torch.equal(adam[0], ours[0])
+
+
+def _lrs(schedule, total: int, steps_per_epoch: int = 10) -> list[float]:
+    (ours, _), x = two_parameter_sets()
+    optimizer, scheduler = build_optimizer(optim.AdamW(lr=1.0, schedule=schedule), ours,
+                                           lambda s: (s / steps_per_epoch, s / total))
+    seen = []
+    for _ in range(total):
+        seen.append(optimizer.param_groups[0]["lr"])
+        take_steps(optimizer, ours, x, steps=1)
+        scheduler.step()
+    return seen
+
+
+def test_cosine_follows_its_formula_and_torchs_cosine_annealing():
+    total = 40
+    ours = _lrs(optim.Cosine(final=0.1), total)
+    assert ours == pytest.approx([0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total)])
+    (params, _), _ = two_parameter_sets()
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.SGD(params, lr=1.0), T_max=total, eta_min=0.1)
+    theirs = []
+    for _ in range(total):
+        theirs.append(reference.get_last_lr()[0])
+        reference.optimizer.step()
+        reference.step()
+    assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_a_linear_warmup_then_cosine_is_the_usual_recipe():
+    total, warm = 50, 10  # a warm-up of 20% of training, as share or as one epoch of 10 steps
+    expected = [s / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm)))
+                for s in range(total)]
+    assert _lrs(optim.Warmup(share=0.2, then=optim.Cosine()), total) == pytest.approx(expected)
+    assert _lrs(optim.Warmup(epochs=1.0, then=optim.Cosine()), total) == pytest.approx(expected)
+    (params, _), _ = two_parameter_sets()  # torch's LinearLR from 0 for the warm-up part
+    sgd = torch.optim.SGD(params, lr=1.0)
+    linear = torch.optim.lr_scheduler.LinearLR(sgd, start_factor=1e-12, end_factor=1.0, total_iters=warm)
+    theirs = []
+    for _ in range(warm):
+        theirs.append(linear.get_last_lr()[0])
+        sgd.step()
+        linear.step()
+    assert expected[:warm] == pytest.approx(theirs, abs=1e-9)
+    with pytest.raises(ValueError, match="share or as epochs"):
+        optim.Warmup()
