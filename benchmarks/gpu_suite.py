@@ -90,6 +90,13 @@ def steps(out: Path, smoke: bool) -> list[Step]:
         Step("scaling", [script("scaling"), "--device", device, "--out", json_of("scaling"),
                          *(["--quick", "--data", "digits", "--batch-sizes", "16", "--sizes", "256", "--repeats", "1",
                             "--wgan-interval", "2"] if smoke else [])], cap=300),
+        # The official GLANN procedure (pixel L1, 10k images) at the paper's step counts: GLO 1,200
+        # epochs halved every 120, IMLE 300 epochs; about 4.5 hours a seed on one CPU thread.
+        Step("official_glann_equal_steps", [script("official_glann"), "--device", device, "--seeds", "0",
+                                            "--out", str(out / "official_glann_equal_steps"),
+                                            *(["--glo-scale", "0.01", "--imle-epochs", "1", "--n", "200"] if smoke
+                                              else ["--glo-scale", "6", "--imle-epochs", "300"])],
+             cap=420, needs=no_mnist),
     ]
 
 
