@@ -25,10 +25,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                   f"{'setting ' + str(t.setting) if t.phase == 'search' else 'best setting'}  seed {t.seed}  "
                   f"{status}")
         return 0
-    ended = run_sweep(sweep, out, trial=args.trial, device=args.device,
+    ended = run_sweep(sweep, out, trial=args.trial, device=args.device, worker=args.worker,
                       echo=lambda line: print(line, file=sys.stderr, flush=True))
-    failed = [r for r in ended if r["status"] != "ok"]
-    print(f"{out}: {len(ended)} trials ran, {len(failed)} failed; the table: genframe table {out}")
+    failed = [r for r in ended if r["status"] == "failed"]
+    pruned = sum(r["status"] == "pruned" for r in ended)
+    print(f"{out}: {len(ended)} trials ran, {len(failed)} failed" + (f", {pruned} pruned" if pruned else "")
+          + f"; the table: genframe table {out}")
     return 1 if failed else 0
 
 
@@ -42,4 +44,7 @@ def register(sub) -> None:
     sweep.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                        help="override a field of the sweep file, e.g. budget=10 (repeatable)")
     sweep.add_argument("--list", action="store_true", help="print the trials and their status, run nothing")
+    sweep.add_argument("--worker", metavar="ID",
+                       help="strategy optuna: this worker's id in the studies (default: trial-K with --trial K, "
+                            "else the machine's name); a worker restarted with its id continues its trial")
     sweep.set_defaults(func=_cmd_sweep)

@@ -105,4 +105,5 @@ def genframe_stage_finished(run: RunInfo, stage: str, index: int) -> None:
 
 @hookspec
 def genframe_run_finished(run: RunInfo, status: str, error: str | None) -> None:
-    """The run ended; ``status`` is ``completed``, ``failed`` or ``interrupted``."""
+    """The run ended; ``status`` is ``completed``, ``pruned`` (its ``prune`` rule ended it early, see
+    ``genframe.training.engine.run``), ``failed`` or ``interrupted``."""

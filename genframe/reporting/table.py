@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Any
 
 from genframe.errors import GenframeError
@@ -76,13 +77,17 @@ def _seeds_text(seeds: list[int]) -> str:
 def markdown(summary: dict) -> str:
     proto, rows = summary["protocol"], summary["models"]
     better = "lower" if proto["mode"] == "min" else "higher"
+    strategy = proto.get("strategy", {"type": "random"})
+    adaptive = strategy["type"] == "optuna"
     lines = [f"# {proto['metric']} on {proto['label']} ({better} is better): best setting per model, "
              "mean ± std over seeds", "",
-             f"| Model | {proto['label']} | seeds | settings ok / failed / pending | chosen hyper-parameters |",
+             f"| Model | {proto['label']} | seeds | settings ok / {'pruned / ' if adaptive else ''}failed / pending "
+             "| chosen hyper-parameters |",
              "| --- | --- | --- | --- | --- |"]
     for row in rows:
+        pruned = f"{row['settings_pruned']} / " if adaptive else ""
         lines.append(f"| {row['label']} | {_value_cell(row)} | {row['seeds_ok']}/{row['seeds_planned']} | "
-                     f"{row['settings_ok']} / {row['settings_failed']} / {row['settings_pending']} | "
+                     f"{row['settings_ok']} / {pruned}{row['settings_failed']} / {row['settings_pending']} | "
                      f"{_settings_text(row['params']) or '—'} |")
     metrics = next((_metrics_text(r["metrics"]) for r in rows if r["metrics"]), "")
     reported = (f"the best setting trained again with seeds {_seeds_text(proto['final_seeds'])}"
@@ -90,8 +95,12 @@ def markdown(summary: dict) -> str:
     lines += ["", "Protocol:", "",
               f"- metric: `{proto['metric']}` ({better} is better) of each run's last evaluation"
               + (f", computed by {metrics}" if metrics else ""),
-              f"- search: a budget of {proto['budget']} settings per model, drawn from its search space with sweep "
-              f"seed {proto['seed']}; each setting trained with seeds {_seeds_text(proto['seeds'])}",
+              (f"- search: a budget of {proto['budget']} settings per model, proposed by an Optuna study per model "
+               f"({strategy['sampler']} sampler seeded by sweep seed {proto['seed']}, {strategy['pruner']} pruner "
+               "judging each evaluation); pruned settings stopped early and are not eligible"
+               if adaptive else
+               f"- search: a budget of {proto['budget']} settings per model, drawn from its search space with sweep "
+               f"seed {proto['seed']}; each setting trained with seeds {_seeds_text(proto['seeds'])}"),
               f"- selection: the setting with the best mean `{proto['metric']}` over its seeds; settings that "
               "failed for any seed are not eligible",
               f"- reported: {reported}; mean ± sample standard deviation over the seeds that succeeded",
@@ -106,6 +115,11 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _strategy_text(proto: dict) -> str:
+    strategy = proto.get("strategy", {"type": "random"})
+    return "random" if strategy["type"] == "random" else f"optuna {strategy['sampler']} {strategy['pruner']}"
+
+
 def csv_text(*summaries: dict) -> str:
     """One row per model of each sweep; with several sweeps, a first ``data`` column names the sweep."""
     several = len(summaries) > 1
@@ -115,7 +129,8 @@ def csv_text(*summaries: dict) -> str:
     writer.writerow([*(["data"] if several else []), "model", "label", "metric", "mode", "mean", "std", "over_floor",
                      "seeds_ok",
                      "seeds_planned", "reported_on", "best_setting", *param_columns, "settings_ok", "settings_failed",
-                     "settings_pending", "budget", "search_seeds", "final_seeds", "metrics", "sweep_seed", "spec"])
+                     "settings_pruned", "settings_pending", "budget", "search_seeds", "final_seeds", "metrics",
+                     "sweep_seed", "strategy", "search_seconds", "spec"])
     for summary in summaries:
         proto = summary["protocol"]
         for r in summary["models"]:
@@ -124,9 +139,10 @@ def csv_text(*summaries: dict) -> str:
                              r["seeds_ok"], r["seeds_planned"],
                              r["reported_on"], _repr(r["best_setting"]),
                              *[_repr(r["params"].get(p)) for p in param_columns], r["settings_ok"],
-                             r["settings_failed"], r["settings_pending"], proto["budget"],
+                             r["settings_failed"], r.get("settings_pruned", 0), r["settings_pending"], proto["budget"],
                              " ".join(map(str, proto["seeds"])), " ".join(map(str, proto["final_seeds"])),
-                             _metrics_text(r["metrics"]), proto["seed"], r["spec"]])
+                             _metrics_text(r["metrics"]), proto["seed"], _strategy_text(proto),
+                             _repr(r.get("search_seconds")), r["spec"]])
     return buffer.getvalue()
 
 
@@ -152,10 +168,23 @@ def _repr(value: Any) -> str:
 
 
 def budget_curves(summary: dict) -> dict[str, list[float]]:
-    """Per model, the expected best setting score for budgets 1..n (n: settings that succeeded)."""
+    """Per model, the best setting score against the budget. Random settings are exchangeable, so the
+    curve is the expected best of b of them (b = 1..settings that succeeded); a study's settings
+    depend on the earlier ones, so its curve is the best so far after each trial that ended (pruned
+    and failed ones included; NaN before the first success)."""
     mode = summary["protocol"]["mode"]
+    adaptive = summary["protocol"].get("strategy", {}).get("type") == "optuna"
     curves = {}
     for row in summary["models"]:
+        if adaptive:
+            best, values = math.nan, []
+            for setting in row["settings_ended"]:
+                score = row["scores"].get(setting)
+                if score is not None and (math.isnan(best) or (score < best if mode == "min" else score > best)):
+                    best = score
+                values.append(best)
+            curves[row["name"]] = values
+            continue
         scores = list(row["scores"].values())
         curves[row["name"]] = [expected_best(scores, b, mode) for b in range(1, len(scores) + 1)]
     return curves

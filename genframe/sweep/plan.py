@@ -68,6 +68,27 @@ _MODEL = {
         "search": _SEARCH,
     },
 }
+_STRATEGY = {
+    "type": "object", "additionalProperties": False, "required": ["type"],
+    "description": "How settings are chosen: random (the Lucic protocol: settings drawn up front, each trained "
+                   "to the end) or optuna (later settings learn from earlier ones; hopeless ones are pruned).",
+    "properties": {
+        "type": {"enum": ["random", "optuna"]},
+        "sampler": {"enum": ["random", "tpe", "cmaes"], "default": "tpe",
+                    "description": "optuna: how the next setting is proposed"},
+        "pruner": {"enum": ["none", "median", "hyperband"], "default": "hyperband",
+                   "description": "optuna: what stops a trial early, judged at each of its evaluations"},
+        "startup_trials": {"type": "integer", "minimum": 0, "default": 3,
+                           "description": "optuna: trials that run to the end before the pruner judges (median), "
+                                          "and random settings before the sampler models them (tpe)"},
+        "storage": {"type": ["string", "null"], "default": None,
+                    "description": "optuna: a database URL (sqlite:///PATH, postgresql://USER@HOST/DB) or a journal "
+                                   "file's path; default: optuna.journal in the sweep folder"},
+        "study": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                  "description": "optuna: prefix of the studies' names, one per model (default: the sweep "
+                                 "file's name)"},
+    },
+}
 SWEEP_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "genframe sweep",
@@ -84,6 +105,7 @@ SWEEP_SCHEMA = {
         "seeds": {**_SEEDS, "default": 1, "description": "seeds of each setting: a count (0..n-1) or a list"},
         "select": {"type": "object", "additionalProperties": False, "required": ["metric"],
                    "properties": {"metric": {"type": "string"}, "mode": {"enum": ["min", "max"], "default": "min"}}},
+        "strategy": _STRATEGY,
         "final": {"type": "object", "additionalProperties": False, "required": ["seeds"],
                   "properties": {"seeds": {**_SEEDS, "description":
                                            "a count (seeds after the search's) or a list"}}},
@@ -164,6 +186,13 @@ class Sweep:
     metric: str
     mode: str
     overrides: tuple[str, ...] = ()
+    #: ``{"type": "random"}``, or the optuna strategy with every default written out
+    strategy: dict = attrs.field(factory=lambda: {"type": "random"})
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether settings come from an Optuna study as the search goes (not drawn up front)."""
+        return self.strategy["type"] == "optuna"
 
     def model(self, name: str) -> Model:
         return next(m for m in self.models if m.name == name)
@@ -198,11 +227,12 @@ class Sweep:
         trials = []
         for t in self.trials():
             row = attrs.asdict(t)
-            if t.phase == "search":
+            if t.phase == "search" and not self.adaptive:  # an adaptive search's settings are its results'
                 row["params"] = self.setting(self.model(t.model), t.setting)
             trials.append(row)
         return {
             "format": SWEEP_FORMAT, "source": self.source, "overrides": list(self.overrides), "seed": self.seed,
+            "strategy": self.strategy,
             "label": self.label, "metric": self.metric, "mode": self.mode, "budget": self.budget,
             "seeds": list(self.seeds), "final_seeds": list(self.final_seeds),
             "models": [{"name": m.name, "label": m.label, "spec": m.spec_url, "set": m.fixed,
@@ -368,8 +398,9 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
         models.append(Model(name, entry.get("label", name), spec_url, spec, resolved,
                             tuple(search.values()), fixed))
     label = data.get("label") or str(models[0].spec["data"]["type"])
+    strategy = _strategy(data.get("strategy", {"type": "random"}), seeds, url)
     sweep = Sweep(url, data.get("seed", 0), label, tuple(models), data["budget"], seeds, final_seeds,
-                  metric, mode, overrides)
+                  metric, mode, overrides, strategy)
     for i, model in enumerate(sweep.models):
         fields = {d.path: d.field for d in model.search}
         for j in range(sweep.budget):
@@ -377,6 +408,22 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
             _check_spec(sweep.trial_spec(model, params, seeds[0]), model.name, f"setting {j} ({_short(params)})",
                         fields, url, f"models[{i}]", validator, registry)
     return sweep
+
+
+def _strategy(given: dict, seeds: tuple[int, ...], source: str) -> dict:
+    """The strategy with its defaults written out (they are recorded in sweep.json)."""
+    if given["type"] == "random":
+        extra = sorted(set(given) - {"type"})
+        if extra:
+            raise SpecError(f"{', '.join(extra)} applies to type: optuna only", source=source,
+                            path=f"strategy.{extra[0]}")
+        return {"type": "random"}
+    if len(seeds) > 1:
+        raise SpecError("an optuna search trains each setting once: give seeds: 1 (the final re-runs give the "
+                        "seeds that the table reports)", source=source, path="seeds")
+    defaults = {k: v["default"] for k, v in _STRATEGY["properties"].items() if "default" in v}
+    stem = posixpath.splitext(posixpath.basename(source))[0]
+    return {**defaults, "study": re.sub(r"[^A-Za-z0-9_.-]", "-", stem) or "sweep", **given}
 
 
 def _split_overrides(overrides: tuple[str, ...]) -> tuple[list[str], dict[str, Any]]:

@@ -76,7 +76,8 @@ def summarise(out: str) -> dict:
         scores = setting_scores(done)
         complete = {t["setting"] for t in search} - {t["setting"] for t in search if results[t["index"]] is None}
         scores = {j: v for j, v in scores.items() if j in complete}
-        failed = {r["setting"] for r in done if r["status"] != "ok"}
+        failed = {r["setting"] for r in done if r["status"] == "failed"}
+        pruned = {r["setting"] for r in done if r["status"] == "pruned"} - failed
         best = best_setting(scores, plan["mode"])
         if finals:
             reported = [results[t["index"]] for t in finals if results[t["index"]] is not None]
@@ -89,7 +90,7 @@ def summarise(out: str) -> dict:
         values = [r["value"] for r in reported if r["status"] == "ok"]
         floors = [r["results"].get(f"{plan['metric']}_floor") for r in reported if r["status"] == "ok"]
         ratios = [v / f for v, f in zip(values, floors) if f]  # the metric over its real-vs-real floor
-        params = next((t["params"] for t in search if t["setting"] == best), {}) if best is not None else {}
+        params = next((r["params"] for r in done if r["setting"] == best), {}) if best is not None else {}
         metrics = next((r["metrics"] for r in reported + done if r.get("metrics")), [])
         rows.append({
             "name": model["name"], "label": model["label"], "spec": model["spec"], "search": model["search"],
@@ -99,10 +100,12 @@ def summarise(out: str) -> dict:
             "over_floor": statistics.fmean(ratios) if ratios and len(ratios) == len(values) else None,
             "seeds_ok": len(values), "seeds_done": len(reported), "seeds_planned": planned,
             "reported_on": "final" if finals else "search",
-            "settings_ok": len(scores), "settings_failed": len(failed),
+            "settings_ok": len(scores), "settings_failed": len(failed), "settings_pruned": len(pruned),
             "settings_pending": plan["budget"] - len(complete),
             "scores": scores, "metrics": metrics,
-            "errors": sorted({r["error"] for r in done + reported if r["status"] != "ok"}),
+            "errors": sorted({r["error"] for r in done + reported if r["status"] == "failed"}),
+            "search_seconds": sum(r.get("seconds", 0.0) for r in done),
+            "settings_ended": sorted({r["setting"] for r in done}),
         })
-    return {"protocol": {k: plan[k] for k in ("source", "seed", "label", "metric", "mode", "budget", "seeds",
-                                              "final_seeds")}, "models": rows}
+    protocol = {k: plan[k] for k in ("source", "seed", "label", "metric", "mode", "budget", "seeds", "final_seeds")}
+    return {"protocol": {**protocol, "strategy": plan.get("strategy", {"type": "random"})}, "models": rows}

@@ -12,6 +12,7 @@ import math
 import os
 import posixpath
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from genframe.errors import GenframeError
 from genframe.components.registry import Registry, get_registry
 from genframe.storage import RunStorage
 from genframe.sweep.plan import Model, Sweep, Trial
+from genframe.training.engine import Pruner
 from genframe.sweep.results import RESULT, best_setting, read_result, setting_scores, spec_digest
 
 
@@ -46,7 +48,7 @@ def _final_choice(sweep: Sweep, out: str, model: Model) -> tuple[int, dict[str, 
     best = best_setting(setting_scores(results), sweep.mode)
     if best is None:
         raise NotReady(f"no setting of model {model.name!r} succeeded with every seed; nothing to re-run")
-    return best, sweep.setting(model, best)
+    return best, next(r["params"] for r in results if r["setting"] == best)
 
 
 def _search_missing(sweep: Sweep, out: str, model: str) -> bool:
@@ -91,13 +93,20 @@ def _planned(sweep: Sweep, out: str, trial: Trial) -> tuple[int, dict[str, Any],
 
 
 def run_trial(sweep: Sweep, out: str, trial: Trial, *, device: str | None = None,
-              registry: Registry | None = None) -> tuple[dict, bool]:
-    """Run one trial into its folder unless it has a result; returns (result, whether it ran now)."""
+              registry: Registry | None = None, params: dict[str, Any] | None = None,
+              prune: Pruner | None = None) -> tuple[dict, bool]:
+    """Run one trial into its folder unless it has a result; returns (result, whether it ran now).
+
+    ``params``: a search trial's setting when a study proposed it (else it is the sweep's draw);
+    ``prune``: the engine's rule for ending it early (its result then says ``pruned``)."""
     from genframe.training.engine import run
 
     registry = registry or get_registry()
     model = sweep.model(trial.model)
-    setting, params, spec = _planned(sweep, out, trial)
+    if params is None:
+        setting, params, spec = _planned(sweep, out, trial)
+    else:
+        setting, spec = trial.setting, sweep.trial_spec(model, params, trial.seed)
     digest = spec_digest(spec)
     recorded = read_result(out, trial.path)
     if recorded is not None:
@@ -113,12 +122,15 @@ def run_trial(sweep: Sweep, out: str, trial: Trial, *, device: str | None = None
     try:
         system = build(spec, f"{model.spec_url} (sweep {trial.describe()})", registry)
         resume = url if storage.exists("spec.yaml") else None
-        run(system, out=None if resume else url, device=device, resume=resume, registry=registry)
+        ended = run(system, out=None if resume else url, device=device, resume=resume, registry=registry,
+                    prune=prune)
         results = _last_evaluation(storage.read_log())
         protocol = results.pop("protocol", None)  # what the metrics depended on, as the engine logs it
         failed_evaluation = results.pop("error", None)
         value = results.get(sweep.metric)
-        if failed_evaluation is not None:
+        if ended.status == "pruned":
+            error = None
+        elif failed_evaluation is not None:
             error = f"its last evaluation failed ({failed_evaluation}); the trained run is kept: genframe eval {url}"
         elif value is None:
             error = (f"the run reported no {sweep.metric!r} (its last evaluation gave "
@@ -127,9 +139,11 @@ def run_trial(sweep: Sweep, out: str, trial: Trial, *, device: str | None = None
             error = f"{sweep.metric} is {value}"
         else:
             error = None
-        result.update(status="failed" if error else "ok", value=value if error is None else None,
+        status = "pruned" if ended.status == "pruned" else "failed" if error else "ok"
+        result.update(status=status, value=value if status == "ok" else None,
                       results=results, error=error, protocol=protocol,
-                      metrics=spec.get("evaluation", {}).get("metrics", []))
+                      metrics=spec.get("evaluation", {}).get("metrics", []),
+                      **({"pruned": ended.pruned} if status == "pruned" else {}))
     except Exception as exc:  # any failure is the trial's outcome; the sweep goes on
         if _interrupted(exc):
             raise GenframeError("interrupted; run the same genframe sweep command again to continue: finished "
@@ -143,9 +157,68 @@ def run_trial(sweep: Sweep, out: str, trial: Trial, *, device: str | None = None
     return result, True
 
 
+def run_adaptive(sweep: Sweep, out: str, model: Model, worker: str, *, device: str | None = None,
+                 registry: Registry | None = None) -> tuple[dict, bool, Trial] | None:
+    """One search trial of ``model`` proposed by its study (or this worker's unfinished one, which
+    continues); None once the study holds ``budget`` trials."""
+    from genframe.sweep import study as studies
+
+    study = studies.open_study(sweep, out, model)
+    claimed = studies.claim(study, model, sweep.budget, worker)
+    if claimed is None:
+        return None
+    trial = studies.trial_of(sweep, model, claimed.number)
+    params = studies.setting_of(model, claimed.params)
+    storage = RunStorage(f"{out}/{trial.path}")
+    reported = sum(r.get("event") == "evaluation" for r in storage.read_log()) if storage.exists("metrics.jsonl") \
+        else 0
+    # an interrupt propagates and leaves the trial running in the study: this worker continues it on restart
+    result, ran = run_trial(sweep, out, trial, device=device, registry=registry, params=params,
+                            prune=studies.pruner(claimed, sweep.metric, sweep.strategy["pruner"], reported))
+    studies.tell(study, claimed, result["status"], result.get("value"))
+    return result, ran, trial
+
+
+def run_adaptive_final(sweep: Sweep, out: str, model: Model, worker: str, *, device: str | None = None,
+                       registry: Registry | None = None) -> tuple[dict, bool, Trial] | None:
+    """One final re-run of ``model``, claimed through its finals study so that workers on several
+    machines never train the same seed; None once every final seed is claimed."""
+    from genframe.sweep import study as studies
+
+    if _search_missing(sweep, out, model.name):
+        raise NotReady(f"the search of model {model.name!r} is not finished; its final re-runs wait for it")
+    _final_choice(sweep, out, model)  # NotReady before claiming when no setting succeeded
+    finals = studies.open_finals(sweep, out, model)
+    claimed = studies.claim(finals, model, len(sweep.final_seeds), worker, space={})
+    if claimed is None:
+        return None
+    trial = studies.final_of(sweep, model, claimed.number)
+    result, ran = run_trial(sweep, out, trial, device=device, registry=registry)
+    studies.tell(finals, claimed, result["status"], result.get("value"))
+    return result, ran, trial
+
+
+def _check_strategy(sweep: Sweep, out: str) -> None:
+    """A sweep folder holds one strategy's trials: a random search's settings and a study's do not mix."""
+    folder = RunStorage(out)
+    if not folder.exists("sweep.json"):
+        return
+    recorded = folder.read_json("sweep.json").get("strategy", {"type": "random"})["type"]
+    if recorded != sweep.strategy["type"]:
+        raise GenframeError(f"{out}: this sweep folder holds a {recorded} search; a {sweep.strategy['type']} "
+                            "search needs its own --out")
+
+
+def default_worker(trial: int | None) -> str:
+    """A worker's id when none is given: its array task (``trial-K``), else its machine."""
+    return f"trial-{trial}" if trial is not None else socket.gethostname()
+
+
 def _outcome(result: dict, ran: bool, metric: str) -> str:
     if not ran:
         return f"finished earlier ({result['status']})"
+    if result["status"] == "pruned":
+        return f"pruned: {result['pruned']} ({result['seconds']:.1f} s)"
     if result["status"] == "ok":
         return f"{metric}={result['value']:.6g} ({result['seconds']:.1f} s)"
     return f"failed: {result['error']}"
@@ -157,18 +230,23 @@ def default_out(sweep_url: str) -> str:
 
 
 def run_sweep(sweep: Sweep, out: str, *, trial: int | None = None, device: str | None = None,
-              registry: Registry | None = None, echo: Callable[[str], None] = _silent) -> list[dict]:
+              registry: Registry | None = None, echo: Callable[[str], None] = _silent,
+              worker: str | None = None) -> list[dict]:
     """Run the sweep's trials (or only ``trial``) into ``out``; returns the results of those that ended now.
 
     Several visible GPUs and no explicit device or trial: one worker process per GPU (they load
     plugins from entry points, so a ``registry`` given in code keeps the sweep in this process).
+    With the optuna strategy, a search trial asks the model's study for its setting; ``worker``
+    names this worker there (see :mod:`genframe.sweep.study`).
     """
     trials = sweep.trials()
     if trial is not None and not 0 <= trial < len(trials):
         raise GenframeError(f"--trial {trial}: the sweep has {len(trials)} trials, 0..{len(trials) - 1}")
     preflight_models(sweep, [t.model for t in ([trials[trial]] if trial is not None else trials)], registry)
     out = out.rstrip("/")
+    _check_strategy(sweep, out)
     RunStorage(out).write_json("sweep.json", sweep.describe())
+    worker = worker or default_worker(trial)
     if trial is None and registry is None and device in (None, "auto", "cuda"):
         gpus = visible_gpus()
         if gpus:
@@ -178,7 +256,17 @@ def run_sweep(sweep: Sweep, out: str, *, trial: int | None = None, device: str |
         head = f"[{t.index + 1}/{len(trials)}] {t.model} {t.phase} " + \
             (f"setting {t.setting}" if t.phase == "search" else "best setting") + f" seed {t.seed}"
         try:
-            result, ran = run_trial(sweep, out, t, device=device, registry=registry)
+            if sweep.adaptive:
+                claim = run_adaptive if t.phase == "search" else run_adaptive_final
+                adaptive = claim(sweep, out, sweep.model(t.model), worker, device=device, registry=registry)
+                if adaptive is None:
+                    continue  # every trial of the kind is claimed: other workers train the rest
+                result, ran, filled = adaptive
+                head = f"[{filled.index + 1}/{len(trials)}] {t.model} " + \
+                    (f"search setting {filled.setting} (optuna)" if t.phase == "search" else "best setting") + \
+                    f" seed {filled.seed}"
+            else:
+                result, ran = run_trial(sweep, out, t, device=device, registry=registry)
         except NotReady as exc:
             if trial is not None:
                 raise

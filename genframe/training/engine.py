@@ -11,7 +11,7 @@ import math
 import random
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import numpy as np
@@ -120,6 +120,10 @@ class Run:
         self.graph_mode = graphs.resolve_mode(system.cuda_graphs, device)  # off, cuda, emulate
         self._hooks = _IsolatedHooks(registry)
         self.metric_data: tuple[torch.Tensor, torch.Tensor | None] | None = None  # what metrics compare with
+        self.prune: Pruner | None = None
+        #: "completed", or "pruned" when ``prune`` ended it early (``pruned`` then says why)
+        self.status: str | None = None
+        self.pruned: str | None = None
 
     @property
     def name(self) -> str:
@@ -181,12 +185,25 @@ class _IsolatedHooks:
         return call
 
 
+#: A rule that may end a run early, consulted after each evaluation before the run's last: it gets
+#: the stage's name, the step and the evaluation's results (empty when its metrics failed) and
+#: returns why the run should stop, or None to go on. A hyper-parameter search's pruner is one.
+Pruner = Callable[[str, int, dict[str, float]], str | None]
+
+
+class _Pruned(Exception):
+    """The run's ``prune`` rule ended it; the checkpoint of the point where it stopped is written."""
+
+
 def run(system: System, *, out: str | None = None, device: str | None = None, resume: str | None = None,
-        reuse: str | None = None, registry: Registry | None = None) -> Run:
+        reuse: str | None = None, registry: Registry | None = None, prune: Pruner | None = None) -> Run:
     """Train every stage of ``system`` (or continue the run at ``resume``) and return the finished run.
 
     ``reuse`` names a finished (or interrupted) run whose leading stages this spec shares: the new
     run starts from that run's checkpoint at the end of the shared stages (see :func:`reused_checkpoint`).
+
+    ``prune`` (see :data:`Pruner`) may end the run after an evaluation: it then ends cleanly, with
+    status ``pruned``, its checkpoints kept and the reason logged (an ``event: pruned`` record).
 
     Started by ``torchrun``, every process runs this with the same arguments; see
     :mod:`genframe.ops.distributed` for how they share the work.
@@ -201,7 +218,7 @@ def run(system: System, *, out: str | None = None, device: str | None = None, re
     distributed.join(dev)
     try:
         with denormals_flushed(dev), default_dtype(RUN_DTYPES[system.precision]):
-            return _run(system, out, dev, resume, registry, reuse)
+            return _run(system, out, dev, resume, registry, reuse, prune)
     finally:
         distributed.leave()
 
@@ -242,7 +259,7 @@ def _open_storage(system: System, out: str | None, resume: str | None,
 
 
 def _run(system: System, out: str | None, dev: torch.device, resume: str | None, registry: Registry,
-         reuse: str | None = None) -> Run:
+         reuse: str | None = None, prune: Pruner | None = None) -> Run:
     if resume and reuse:
         raise GenframeError("--resume continues a run and --reuse starts a new one; give one of them")
     dry_run(system, dev)  # shapes and memory checked on the meta device before anything is allocated
@@ -254,6 +271,7 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
     seed_everything(system.seed)
     set_matmul_precision(system.precision, dev)
     the_run = Run(system, storage, dev, registry, resumed=resume is not None and checkpoint is not None)
+    the_run.prune = prune
     if checkpoint is not None:
         the_run.resume_point = (checkpoint["stage"], checkpoint["step"])
     the_run.build_ctx = prepare(system, dev)
@@ -277,15 +295,18 @@ def _run(system: System, out: str | None, dev: torch.device, resume: str | None,
                     storage.log(record)
     hook = the_run.hook
     hook.genframe_run_started(run=the_run.info)
+    the_run.status = "completed"
     try:
         _run_with_recovery(the_run, checkpoint)
+    except _Pruned as exc:
+        the_run.status, the_run.pruned = "pruned", str(exc)
     except KeyboardInterrupt:
         hook.genframe_run_finished(run=the_run.info, status="interrupted", error=None)
         raise GenframeError(f"interrupted; continue with: genframe run --resume {storage.url}") from None
     except Exception as exc:
         hook.genframe_run_finished(run=the_run.info, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    hook.genframe_run_finished(run=the_run.info, status="completed", error=None)
+    hook.genframe_run_finished(run=the_run.info, status=the_run.status, error=None)
     distributed.barrier()  # no process leaves while rank 0 still evaluates and writes
     return the_run
 
@@ -517,14 +538,39 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int, spent: float 
             sums, count = {}, 0
             if done < total and _over_budget(the_run, stage, clock() - began, done, total):
                 break
-        best = None
-        if done < total and every_eval and done % every_eval == 0 and the_run.world.is_main:
-            best = _best_mark(the_run, evaluate(the_run, stage, done))
-        if checkpoint_due or best is not None:
+        best, reason = None, None
+        if done < total and every_eval and done % every_eval == 0:
+            results = evaluate(the_run, stage, done) if the_run.world.is_main else {}
+            best = _best_mark(the_run, results) if the_run.world.is_main else None
+            reason = _prune_reason(the_run, stage, done, results)
+        if checkpoint_due or best is not None or reason:
             _save_checkpoint(the_run, stage.index, done, trainer, ctx.generator, best=best, seconds=clock() - began)
-    best = _best_mark(the_run, evaluate(the_run, stage, done)) if the_run.world.is_main else None
+        if reason:
+            _stop_pruned(the_run, stage, done, reason)
+    results = evaluate(the_run, stage, done) if the_run.world.is_main else {}
+    best = _best_mark(the_run, results) if the_run.world.is_main else None
     hook.genframe_stage_finished(run=the_run.info, stage=stage.name, index=stage.index)
+    if stage.index < len(system.stages) - 1:  # the run's last evaluation ends it anyway
+        reason = _prune_reason(the_run, stage, done, results)
+        if reason:
+            _save_checkpoint(the_run, stage.index + 1, 0, best=best)
+            _stop_pruned(the_run, stage, done, reason)
     return best
+
+
+def _prune_reason(the_run: Run, stage, step: int, results: dict[str, float]) -> str | None:
+    """The run's ``prune`` rule after an evaluation (rank 0 decides; every process gets its answer)."""
+    if the_run.prune is None:
+        return None
+    reason = the_run.prune(stage.name, step, results) if the_run.world.is_main else None
+    return distributed.broadcast_object(reason)
+
+
+def _stop_pruned(the_run: Run, stage, step: int, reason: str) -> None:
+    if the_run.world.is_main:
+        the_run.storage.log({"stage": stage.name, "step": step, "event": "pruned", "reason": reason})
+        log.note(f"stage {stage.name!r}, step {step}: pruned ({reason})")
+    raise _Pruned(reason)
 
 
 def _over_budget(the_run: Run, stage, seconds: float, done: int, total: int) -> bool:

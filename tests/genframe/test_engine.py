@@ -323,6 +323,41 @@ def test_best_checkpoint_by_an_evaluation_metric(tiny_spec, write_spec, tmp_path
     assert images.shape == (2, 1, 8, 8)
 
 
+@pytest.mark.parametrize("stop_at, checkpoint", [(("glo", 8), (0, 8)), (("glo", 12), (1, 0)), (None, (2, 0))])
+def test_a_prune_rule_ends_the_run_cleanly_after_an_evaluation(tiny_spec, write_spec, tmp_path, stop_at, checkpoint):
+    """Mid-stage, at a stage's end, or never (the run's last evaluation is not judged: it ends the run)."""
+    finished_as = []
+
+    class Status:
+        @hookimpl
+        def genframe_run_finished(self, run, status, error):
+            finished_as.append((status, error))
+
+    registry = create_registry([Status()])
+    tiny_spec["stages"][0]["sample"] = True
+    tiny_spec["evaluation"] = {"every": 4, "n_samples": 4}
+    seen = []
+
+    def prune(stage, step, results):
+        seen.append((stage, step))
+        return "scripted" if (stage, step) == stop_at else None
+
+    system = load_system(write_spec(tiny_spec), registry=registry)
+    finished = run(system, out=str(tmp_path / "run"), registry=registry, prune=prune)
+    storage = RunStorage.open(finished.url)
+    events = [r for r in storage.read_log() if r.get("event") == "pruned"]
+    if stop_at is None:
+        # judged after glo 4, 8 and its end (12), and mapper 4; not after the mapper's end (8), the run's last
+        assert seen == [("glo", 4), ("glo", 8), ("glo", 12), ("mapper", 4)]
+        assert (finished.status, finished.pruned, events) == ("completed", None, [])
+    else:
+        assert seen[-1] == stop_at and finished.status == "pruned" and finished.pruned == "scripted"
+        assert [(e["stage"], e["step"], e["reason"]) for e in events] == [(*stop_at, "scripted")]
+        assert not [r for r in storage.read_log() if r.get("stage") == "mapper"]  # nothing trained after it
+    assert (storage.load_checkpoint()["stage"], storage.load_checkpoint()["step"]) == checkpoint
+    assert finished_as == [(finished.status, None)]
+
+
 def test_interpolation_strips_run_between_two_prior_samples(tiny_spec, write_spec, tmp_path):
     from genframe.build.sampler import Sampler
 

@@ -287,14 +287,19 @@ def test_the_shipped_sweep_and_the_user_guide_example_are_valid(tmp_path):
     assert (lucic.metric, lucic.mode, lucic.final_seeds) == ("fid", "min", (1, 2))
     wgan = lucic.trial_spec(lucic.model("wgan"), lucic.setting(lucic.model("wgan"), 0), 0)
     assert wgan["stages"][0]["trainer"]["optimizer"]["type"] == "adam"  # the paper's optimiser for every model
-    example, = [b for b in re.findall(r"```yaml\n(.*?)```", (REPO / "docs" / "user-guide.md").read_text(), re.S)
-                if "budget:" in b]
+    example, adaptive = [b for b in re.findall(r"```yaml\n(.*?)```", (REPO / "docs" / "user-guide.md").read_text(),
+                                               re.S) if "budget:" in b]
     for name in ("nsgan.yaml", "lsgan.yaml"):
         (tmp_path / name).write_text((SPECS / name).read_text())
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "gans.yaml").write_text(example)
     sweep = load_sweep(str(tmp_path / "sweeps" / "gans.yaml"))
     assert [m.name for m in sweep.models] == ["nsgan", "lsgan"] and len(sweep.trials()) == 20 * 2 * 2 + 2 * 5
+    (tmp_path / "sweeps" / "tpe.yaml").write_text(adaptive)
+    sweep = load_sweep(str(tmp_path / "sweeps" / "tpe.yaml"))
+    assert sweep.adaptive and sweep.strategy == {"type": "optuna", "sampler": "tpe", "pruner": "hyperband",
+                                                 "startup_trials": 3, "storage": None, "study": "tpe"}
+    assert len(sweep.trials()) == 40 + 3 and sweep.models[0].spec["evaluation"]["every"] == 1000
 
 
 def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10_with_one_override():

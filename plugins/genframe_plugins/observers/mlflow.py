@@ -86,4 +86,4 @@ def genframe_evaluated(run, stage, step, results, images):
 def genframe_run_finished(run, status, error):
     if run.url in _RUNS:
         client, run_id = _RUNS.pop(run.url)
-        client.set_terminated(run_id, {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
+        client.set_terminated(run_id, {"completed": "FINISHED", "pruned": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))

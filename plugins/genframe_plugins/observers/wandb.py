@@ -70,4 +70,4 @@ def genframe_evaluated(run, stage, step, results, images):
 def genframe_run_finished(run, status, error):
     tracked = _RUNS.pop(run.url, None)
     if tracked is not None:
-        tracked.finish(exit_code=0 if status == "completed" else 1)
+        tracked.finish(exit_code=0 if status in ("completed", "pruned") else 1)
