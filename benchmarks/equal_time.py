@@ -131,14 +131,15 @@ def main() -> None:
         seconds, url = bench.train(name, plan["epochs"], "final", glo_run if latent else None)
         result = {"epochs": plan["epochs"], "cpu_s_per_epoch": round(plan["per_epoch_s"], 3),
                   "training_cpu_s": round(seconds + (glo_seconds if latent else 0.0), 1), "run": shown(url),
-                  **bench.judge(name, url, judge)}
+                  **({"glo": summary["glo"]} if latent else {}), **bench.judge(name, url, judge)}
         summary["systems"][name] = result
         print(json.dumps({name: result}), flush=True)
     if args.merge and args.json and Path(args.json).exists():
         earlier = json.loads(Path(args.json).read_text())
         if earlier["budget_cpu_s"] != args.budget:
             sys.exit(f"--merge: {args.json} holds a budget of {earlier['budget_cpu_s']:g} s, not {args.budget:g}")
-        summary = {**earlier, "systems": {**earlier["systems"], **summary["systems"]}}
+        # each latent system records the GLO stage it shared (a merged file holds several)
+        summary = {**earlier, **summary, "systems": {**earlier["systems"], **summary["systems"]}}
     text = json.dumps(summary, indent=2)
     (bench.out / "summary.json").write_text(text)
     if args.json:
