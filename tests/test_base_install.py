@@ -7,7 +7,7 @@ import sys
 
 from .conftest import SPECS
 
-EXTRAS = ("sklearn", "scipy", "matplotlib", "tensorboard", "mlflow", "wandb")
+EXTRAS = ("sklearn", "scipy", "matplotlib", "tensorboard", "mlflow", "wandb", "optuna", "cmaes")
 BLOCKER = f'''
 import sys
 

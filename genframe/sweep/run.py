@@ -164,7 +164,7 @@ def run_adaptive(sweep: Sweep, out: str, model: Model, worker: str, *, device: s
     from genframe.sweep import study as studies
 
     study = studies.open_study(sweep, out, model)
-    claimed = studies.claim(study, model, sweep.budget, worker)
+    claimed = studies.claim(study, sweep, model, worker)
     if claimed is None:
         return None
     trial = studies.trial_of(sweep, model, claimed.number)
@@ -189,7 +189,7 @@ def run_adaptive_final(sweep: Sweep, out: str, model: Model, worker: str, *, dev
         raise NotReady(f"the search of model {model.name!r} is not finished; its final re-runs wait for it")
     _final_choice(sweep, out, model)  # NotReady before claiming when no setting succeeded
     finals = studies.open_finals(sweep, out, model)
-    claimed = studies.claim(finals, model, len(sweep.final_seeds), worker, space={})
+    claimed = studies.claim(finals, sweep, model, worker, finals=True)
     if claimed is None:
         return None
     trial = studies.final_of(sweep, model, claimed.number)

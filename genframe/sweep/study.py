@@ -93,9 +93,26 @@ def _storage(sweep: Sweep, out: str):
     return optuna.storages.JournalStorage(journal.JournalFileBackend(url))
 
 
-def _seed(sweep: Sweep, model: Model) -> int:
-    """The sampler's seed: the sweep seed and the model alone, as for the random strategy's draws."""
-    return int(hashlib.sha256(f"genframe-sweep:{sweep.seed}:{model.name}".encode()).hexdigest()[:8], 16)
+def _seed(sweep: Sweep, model: Model, worker: str = "", count: int = 0) -> int:
+    """A sampler's seed for a worker's next proposal: the sweep seed, the model, the worker and the
+    number of trials the study holds. A sampler seeded once would repeat its first draws in every
+    process (each opens the study afresh); seeded by the count, one worker's proposals are the same
+    every time, a restarted worker does not repeat a setting, and two workers asking at the same
+    moment do not propose the same one."""
+    key = f"genframe-sweep:{sweep.seed}:{model.name}:{worker}:{count}"
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+
+
+def _sampler(sweep: Sweep, seed: int):
+    optuna = _optuna()
+    strategy = sweep.strategy
+    startup = strategy["startup_trials"]
+    if strategy["sampler"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if strategy["sampler"] == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    require("cmaes", "optuna", "strategy.sampler: cmaes")
+    return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
 
 
 def open_finals(sweep: Sweep, out: str, model: Model):
@@ -111,16 +128,7 @@ def open_finals(sweep: Sweep, out: str, model: Model):
 def open_study(sweep: Sweep, out: str, model: Model):
     """The model's study, created by whichever worker comes first."""
     optuna = _optuna()
-    strategy, seed = sweep.strategy, _seed(sweep, model)
-    startup = strategy["startup_trials"]
-    if strategy["sampler"] == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    elif strategy["sampler"] == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    else:
-        require("cmaes", "optuna", "strategy.sampler: cmaes")
-        sampler = optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup,
-                                               warn_independent_sampling=False)
+    strategy, startup = sweep.strategy, sweep.strategy["startup_trials"]
     if strategy["pruner"] == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
     elif strategy["pruner"] == "hyperband":
@@ -128,7 +136,7 @@ def open_study(sweep: Sweep, out: str, model: Model):
     else:
         pruner = optuna.pruners.NopPruner()
     return optuna.create_study(storage=_storage(sweep, out), study_name=f"{strategy['study']}.{model.name}",
-                               sampler=sampler, pruner=pruner, load_if_exists=True,
+                               sampler=_sampler(sweep, _seed(sweep, model)), pruner=pruner, load_if_exists=True,
                                direction="minimize" if sweep.mode == "min" else "maximize")
 
 
@@ -142,10 +150,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim(study, model: Model, budget: int, worker: str, space: dict[str, Any] | None = None):
+def claim(study, sweep: Sweep, model: Model, worker: str, *, finals: bool = False):
     """This worker's unfinished trial of ``study`` (a restarted worker continues it), else a new one
-    while fewer than ``budget`` exist, else None. ``space``: the distributions a new trial draws
-    (default: the model's search space)."""
+    while fewer than the budget exist (``finals``: the study of the final re-runs, one trial per
+    final seed, which proposes nothing), else None."""
+    budget = len(sweep.final_seeds) if finals else sweep.budget
     optuna = _optuna()
     host = socket.gethostname()
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -161,7 +170,9 @@ def claim(study, model: Model, budget: int, worker: str, space: dict[str, Any] |
         taken = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
         if len(taken) >= budget:  # trials enqueued by hand (WAITING) are the next ones asked for, not extra
             return None
-        trial = study.ask(distributions(model) if space is None else space)
+        if not finals:
+            study.sampler = _sampler(sweep, _seed(sweep, model, worker, len(study.get_trials(deepcopy=False))))
+        trial = study.ask({} if finals else distributions(model))
         if trial.number >= budget:  # another worker asked in the same instant for the last place
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -56,7 +56,7 @@ def results(out: str) -> dict[str, dict]:
 def test_a_study_proposes_settings_and_table_reads_the_folder(tmp_path):
     counter = Counter()
     registry = registry_with(counter)
-    sweep = load_sweep(write(tmp_path, {"type": "optuna", "sampler": "tpe", "pruner": "none", "startup_trials": 1},
+    sweep = load_sweep(write(tmp_path, {"type": "optuna", "sampler": "tpe", "pruner": "none", "startup_trials": 2},
                              budget=3, final=1), registry=registry)
     out = str(tmp_path / "out")
     ended = run_sweep(sweep, out, registry=registry)
@@ -64,6 +64,7 @@ def test_a_study_proposes_settings_and_table_reads_the_folder(tmp_path):
     study = study_of(sweep, out)
     trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.params["stages.0.trainer.optimizer.lr"] for t in trials}) == 3  # startup draws differ too
     recorded = results(out)
     for t in trials:  # study trial n is the sweep's search trial n: same setting, same value
         result = recorded[f"a/search-{t.number:04d}-seed0"]
@@ -129,6 +130,8 @@ def test_two_worker_processes_share_one_journal_and_run_no_setting_twice(tmp_pat
     searches = sorted(r for r in ran if r.startswith("search"))
     finals = sorted(r for r in ran if r.startswith("final"))
     assert searches == [f"search:{n}:0" for n in range(4)]  # every setting once, whichever worker ran it
+    settings = [json.dumps(r["params"], sort_keys=True) for r in results(str(out)).values() if r["phase"] == "search"]
+    assert len(set(settings)) == 4  # and no two alike: each worker's sampler draws afresh
     assert len(finals) == 2 and len(set(finals)) == 2  # each final seed once
     sweep = load_sweep(path, registry=create_registry([Counter()]))
     study = study_of(sweep, str(out))
@@ -182,7 +185,7 @@ def test_a_restarted_worker_continues_its_trial_and_the_study_counts_it_once(tmp
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "RUNNING"]
     held_by(study, os.getppid())  # as if another live process on this machine were training it
     with pytest.raises(GenframeError, match="give each worker its own --worker"):
-        studies.claim(study, sweep.models[0], 2, "w")
+        studies.claim(study, sweep, sweep.models[0], "w")
     held_by(study, 2**22 + 1)  # a process that no longer exists: the restarted worker takes its trial back
     ended = run_sweep(sweep, out, registry=create_registry([counter]), worker="w")
     assert [(r["setting"], r["status"]) for r in ended] == [(1, "ok")]
