@@ -93,8 +93,9 @@ def build_schema(registry: Registry | None = None) -> dict:
                                "Write sample grids during this stage (default: last stage only)."},
                     "seconds": {"type": ["number", "null"], "exclusiveMinimum": 0, "description":
                                 "Training time this stage may take (CPU seconds of this process on the CPU, "
-                                "wall-clock seconds on an accelerator), checked at each logging point; the "
-                                "stage ends early at the step it reached. For comparisons at equal compute."},
+                                "wall-clock seconds on an accelerator; evaluations during the stage do not count), "
+                                "checked at each logging point; the stage ends early at the step it reached. For "
+                                "comparisons at equal compute."},
                 },
             },
         },

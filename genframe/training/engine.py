@@ -540,9 +540,11 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int, spent: float 
                 break
         best, reason = None, None
         if done < total and every_eval and done % every_eval == 0:
+            measuring = clock()
             results = evaluate(the_run, stage, done) if the_run.world.is_main else {}
             best = _best_mark(the_run, results) if the_run.world.is_main else None
             reason = _prune_reason(the_run, stage, done, results)
+            began += clock() - measuring  # the budget buys training: evaluations do not spend it
         if checkpoint_due or best is not None or reason:
             _save_checkpoint(the_run, stage.index, done, trainer, ctx.generator, best=best, seconds=clock() - began)
         if reason:

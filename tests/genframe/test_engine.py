@@ -559,6 +559,40 @@ def test_a_stage_with_a_time_budget_ends_at_the_logging_point_that_spends_it(tin
     assert [stage["seconds"] for stage in storage.read_spec()["stages"]] == [5.0, None]
 
 
+def test_evaluations_do_not_spend_a_stage_budget(tiny_spec, write_spec, tmp_path, monkeypatch):
+    """A stage that evaluates every 2 steps, each evaluation taking 100 s, stops where it stops
+    without them: the budget buys training (a pruned sweep measures as it goes)."""
+    from genframe.training import engine
+
+    now = [0.0]
+
+    class SlowEvaluation:  # the clock: one second per logged interval of training, 100 per evaluation
+        @hookimpl
+        def genframe_step_end(self, run, stage, step, total_steps, losses):
+            now[0] += 1.0
+
+        @hookimpl
+        def genframe_evaluated(self, run, stage, step, results, images):
+            now[0] += 100.0
+            evaluated.append((run.url[-1], stage, step))
+
+    evaluated = []
+    monkeypatch.setattr(engine, "_stage_clock", lambda device: lambda: now[0])
+    tiny_spec["stages"][0]["seconds"] = 3.0  # spent at the third logging point, step 6
+    tiny_spec["stages"][0]["sample"] = True
+    tiny_spec["log_every"] = 2
+    stops = []
+    for every in (None, 2):
+        tiny_spec["evaluation"] = {"every": every, "n_samples": 4}
+        registry = create_registry([SlowEvaluation()])
+        finished = run(load_system(write_spec(tiny_spec), registry=registry), out=str(tmp_path / f"run{every}"),
+                       registry=registry)
+        log = RunStorage.open(finished.url).read_log()
+        stops.append([r["step"] for r in log if r.get("event") == "budget"])
+    assert stops == [[6], [6]]
+    assert [step for url, stage, step in evaluated if url == "2" and stage == "glo"] == [2, 4, 6]  # and its end
+
+
 def test_a_resumed_stage_counts_the_time_it_spent_before(tiny_spec, write_spec, tmp_path, monkeypatch):
     """Interrupted after its checkpoint at step 4 and resumed, a budgeted stage stops where the
     uninterrupted one did: the checkpoint carries the seconds spent (here, clock readings)."""
