@@ -16,6 +16,7 @@ from genframe.components.roles import (Component, Critic, Dataset, Divergence, E
 from genframe.errors import GenframeError, SpecError
 from genframe.evaluation.metrics import (generated_features, image_digest, protocol_key, real_features, real_subset,
                                          resolve_extractor)
+from genframe.ops.extras import require
 from genframe.ops.distributed import batch_mean, gather_rows, per_example, process_mean, rows_used
 from genframe.ops.images import image_grid, png_bytes, resize_uint8, to_float, to_uint8
 from genframe.ops.neighbours import nearest_neighbours
@@ -29,7 +30,7 @@ from genframe.training.optimisers import Optimisers
 from genframe._version import __version__
 #: Version of the plugin API in this module: the major number changes when a name is removed or a
 #: signature changes incompatibly; plugins may require ``genframe.API_VERSION >= (1, n)``.
-API_VERSION = (1, 4)
+API_VERSION = (1, 5)
 
 __all__ = [
     # roles and how a component declares itself
@@ -55,5 +56,7 @@ __all__ = [
     "generated_features", "real_features", "real_subset", "image_digest", "protocol_key", "resolve_extractor",
     # observers
     "RunInfo", "loss_curves_png",
+    # optional packages: import one, or say in one line which extra installs it
+    "require",
     "API_VERSION", "__version__",
 ]

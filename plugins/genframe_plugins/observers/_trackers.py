@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Mapping
 
-from genframe import GenframeError, RunInfo
+from genframe import RunInfo, require
 
 IDS = "trackers.json"
 
@@ -21,15 +21,9 @@ def enabled(run: RunInfo, name: str, environment: tuple[str, ...]) -> bool:
     return name in (run.spec.get("trackers") or ()) or any(os.environ.get(v) for v in environment)
 
 
-def needed(module: str, extra: str):
-    """Import a tracker's package, or say in one line which extra provides it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise GenframeError(f"the {extra} tracker needs the {module} package: pip install 'genframe[{extra}]'") \
-            from None
+def needed(name: str):
+    """The tracker's package (its extra has its name), or one line saying which extra installs it."""
+    return require(name, name, f"the {name} tracker")
 
 
 def flat(spec: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -29,7 +29,7 @@ PARAM_LENGTH = 6000  # and on the length of a parameter's value
 def genframe_run_started(run):
     if not enabled(run, "mlflow", ("MLFLOW_TRACKING_URI",)):
         return
-    needed("mlflow", "mlflow")
+    needed("mlflow")
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 

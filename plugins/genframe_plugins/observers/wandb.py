@@ -26,7 +26,7 @@ _RUNS: dict[str, object] = {}  # run folder -> wandb run
 def genframe_run_started(run):
     if not enabled(run, "wandb", ("WANDB_PROJECT",)):
         return
-    wandb = needed("wandb", "wandb")
+    wandb = needed("wandb")
     previous = remembered(run, "wandb") if run.resumed else None
     tracked = wandb.init(project=os.environ.get("WANDB_PROJECT") or "genframe", name=run.name,
                          id=previous, resume="allow" if previous else None, config=flat(run.spec),
