@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from typing import Any
 
@@ -68,6 +69,30 @@ def _metrics_text(metrics: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def _judge_name(judge: dict) -> str:
+    """``classifier features (weights 381b79d8, 28 px, held-out accuracy 0.9843)``."""
+    details = [f"weights {judge['weights_sha256'][:8]}" if "weights_sha256" in judge else "",
+               f"{judge['resolution']} px" if "resolution" in judge else "",
+               f"held-out accuracy {judge['held_out_accuracy']}" if "held_out_accuracy" in judge else ""]
+    details = [d for d in details if d]
+    return f"{judge['type']} features" + (f" ({', '.join(details)})" if details else "")
+
+
+def _judges_text(rows: list[dict]) -> str | None:
+    """The protocol line saying what measured the metric, and loudly when the models do not share it:
+    a Frechet distance in one network's features is not comparable with one in another's."""
+    key = lambda judge: json.dumps({k: judge.get(k) for k in ("type", "weights_sha256")}, sort_keys=True)  # noqa: E731
+    judges = {key(j): j for r in rows for j in r.get("judges", [])}
+    if not judges:
+        return None
+    if len(judges) == 1:
+        return f"- judge: {_judge_name(next(iter(judges.values())))}, the same for every model"
+    parts = [f"{_judge_name(judge)} for " + ", ".join(r["label"] for r in rows
+                                                      if any(key(j) == k for j in r.get("judges", [])))
+             for k, judge in judges.items()]
+    return "- **the models were not measured by one judge, so their numbers do not compare**: " + "; ".join(parts)
+
+
 def _seeds_text(seeds: list[int]) -> str:
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
         return f"{seeds[0]}..{seeds[-1]}"
@@ -101,6 +126,7 @@ def markdown(summary: dict) -> str:
                if adaptive else
                f"- search: a budget of {proto['budget']} settings per model, drawn from its search space with sweep "
                f"seed {proto['seed']}; each setting trained with seeds {_seeds_text(proto['seeds'])}"),
+              *[line for line in [_judges_text(rows)] if line],
               f"- selection: the setting with the best mean `{proto['metric']}` over its seeds; settings that "
               "failed for any seed are not eligible",
               f"- reported: {reported}; mean ± sample standard deviation over the seeds that succeeded",
@@ -130,7 +156,7 @@ def csv_text(*summaries: dict) -> str:
                      "seeds_ok",
                      "seeds_planned", "reported_on", "best_setting", *param_columns, "settings_ok", "settings_failed",
                      "settings_pruned", "settings_pending", "budget", "search_seeds", "final_seeds", "metrics",
-                     "sweep_seed", "strategy", "search_seconds", "spec"])
+                     "sweep_seed", "strategy", "search_seconds", "judge", "spec"])
     for summary in summaries:
         proto = summary["protocol"]
         for r in summary["models"]:
@@ -142,7 +168,8 @@ def csv_text(*summaries: dict) -> str:
                              r["settings_failed"], r.get("settings_pruned", 0), r["settings_pending"], proto["budget"],
                              " ".join(map(str, proto["seeds"])), " ".join(map(str, proto["final_seeds"])),
                              _metrics_text(r["metrics"]), proto["seed"], _strategy_text(proto),
-                             _repr(r.get("search_seconds")), r["spec"]])
+                             _repr(r.get("search_seconds")),
+                             " ".join(_judge_name(j) for j in r.get("judges", [])), r["spec"]])
     return buffer.getvalue()
 
 
@@ -214,6 +241,41 @@ def budget_png(summaries: list[dict], curves: list[dict[str, list[float]]]) -> b
     return buffer.getvalue()
 
 
+def sample_grids_png(summary: dict, sweep_url: str) -> bytes | None:
+    """Each model's sample grid from its best reported run (the newest ``images/*/samples-*.png`` there),
+    titled with that run's metric; None when no run folder holds one (a record kept without images)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    tiles = []
+    for row in summary["models"]:
+        if row.get("best_run") is None:
+            continue
+        run = RunStorage(f"{sweep_url.rstrip('/')}/{row['best_run']}")
+        grids = run.fs.glob(run.path("images/*/samples-*.png"))
+        if grids:  # the step is in the name, zero-padded: the newest sorts last
+            tiles.append((row, imread(io.BytesIO(run.fs.cat_file(max(grids, key=lambda g: g.rsplit("-", 1)[1]))),
+                                      format="png")))
+    if not tiles:
+        return None
+    columns = min(len(tiles), 5)
+    lines = -(-len(tiles) // columns)
+    figure = Figure(figsize=(2.6 * columns, 2.9 * lines), dpi=120)
+    FigureCanvasAgg(figure)
+    metric = summary["protocol"]["metric"]
+    for i, (row, image) in enumerate(tiles):
+        ax = figure.add_subplot(lines, columns, i + 1)
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")  # imread gives [0, 1]
+        ax.set_title(f"{row['label']}\n{metric} {_num(row['best_value'])} ({row['best_run'].rsplit('/', 1)[-1]})",
+                     fontsize=8)
+        ax.axis("off")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def _budget_panel(ax, summary: dict, curves: dict[str, list[float]]) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -233,7 +295,8 @@ def _budget_panel(ax, summary: dict, curves: dict[str, list[float]]) -> None:
 
 
 def write_table(sweep_dirs: str | list[str], out: str | None = None) -> tuple[str, list[str]]:
-    """Write table.md, table.csv, budget.csv and budget.png; returns the Markdown and the files' locations.
+    """Write table.md, table.csv, budget.csv, budget.png and, when the run folders hold sample grids,
+    samples.png (each model's best reported run); returns the Markdown and the files' locations.
 
     One sweep folder: its table, written into it by default. Several (the same models and metric on
     different data sets, say): one table with a column per sweep label, written to ``out``.
@@ -258,6 +321,10 @@ def write_table(sweep_dirs: str | list[str], out: str | None = None) -> tuple[st
     if installed("matplotlib"):
         storage.write_bytes("budget.png", budget_png(summaries, curves))
         written.append("budget.png")
+        grids = None if several else sample_grids_png(summaries[0], dirs[0])
+        if grids is not None:
+            storage.write_bytes("samples.png", grids)
+            written.append("samples.png")
     else:
         log.note("budget.png needs matplotlib: pip install 'genframe[plots]' (budget.csv holds "
                  "its numbers)")

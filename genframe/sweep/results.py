@@ -61,6 +61,16 @@ def expected_best(values: list[float], budget: int, mode: str) -> float:
     return sum(v * math.comb(n - i, budget - 1) for i, v in enumerate(ordered, start=1)) / total
 
 
+def judge_of(result: dict, metric: str) -> dict | None:
+    """What measured a result's metric: its feature extractor's identity as the run's protocol records it
+    (type, and the weights' digest where the extractor has one), or None when the record says nothing."""
+    features = ((result.get("protocol") or {}).get(metric) or {}).get("features")
+    if not isinstance(features, dict) or "type" not in features:
+        return None
+    keep = ("type", "weights_sha256", "resolution", "held_out_accuracy")
+    return {k: features[k] for k in keep if k in features}
+
+
 def summarise(out: str) -> dict:
     """Per model: the best setting, the reported mean +- std, and the search's scores, from a sweep folder."""
     storage = RunStorage(out.rstrip("/"))
@@ -92,6 +102,11 @@ def summarise(out: str) -> dict:
         ratios = [v / f for v, f in zip(values, floors) if f]  # the metric over its real-vs-real floor
         params = next((r["params"] for r in done if r["setting"] == best), {}) if best is not None else {}
         metrics = next((r["metrics"] for r in reported + done if r.get("metrics")), [])
+        judged = [judge_of(r, plan["metric"]) for r in reported + done if r["status"] == "ok"]
+        judges = list({json.dumps(j, sort_keys=True): j for j in judged if j is not None}.values())
+        paths = {t["index"]: t["path"] for t in finals + search}
+        ranked = sorted((r for r in reported if r["status"] == "ok"),
+                        key=lambda r: r["value"] if plan["mode"] == "min" else -r["value"])
         rows.append({
             "name": model["name"], "label": model["label"], "spec": model["spec"], "search": model["search"],
             "best_setting": best, "params": params, "values": values,
@@ -102,7 +117,9 @@ def summarise(out: str) -> dict:
             "reported_on": "final" if finals else "search",
             "settings_ok": len(scores), "settings_failed": len(failed), "settings_pruned": len(pruned),
             "settings_pending": plan["budget"] - len(complete),
-            "scores": scores, "metrics": metrics,
+            "scores": scores, "metrics": metrics, "judges": judges,
+            "best_run": paths[ranked[0]["index"]] if ranked else None,
+            "best_value": ranked[0]["value"] if ranked else None,
             "errors": sorted({r["error"] for r in done + reported if r["status"] == "failed"}),
             "search_seconds": sum(r.get("seconds", 0.0) for r in done),
             "settings_ended": sorted({r["setting"] for r in done}),

@@ -175,3 +175,73 @@ def test_a_metric_with_a_floor_is_also_shown_as_a_multiple_of_it(tmp_path):
     row = summarise(out.url)["models"][0]
     assert row["over_floor"] == pytest.approx((10.0 + 20.0) / 2)
     assert "| M | 40 ± 14 (15x floor) |" in markdown(summarise(out.url))
+
+
+def _judged_sweep(tmp_path, judges: dict[str, str]) -> RunStorage:
+    """A sweep folder with two final seeds per model, each model's metric measured by the classifier with
+    the given weights digest, and a sample grid in each run folder: black for the better seed, grey for the other."""
+    out = RunStorage(str(tmp_path / "sweep"))
+    names = list(judges)
+    trials = [{"index": 2 * m + i, "model": name, "phase": "final", "setting": 0, "seed": i,
+               "path": f"{name}/final-seed{i}"} for m, name in enumerate(names) for i in range(2)]
+    out.write_json("sweep.json", {"source": "s.yaml", "seed": 0, "label": "digits", "metric": "fid", "mode": "min",
+                                  "budget": 1, "seeds": [0], "final_seeds": [0, 1], "trials": trials,
+                                  "models": [{"name": n, "label": n.upper(), "spec": f"{n}.yaml", "search": {}}
+                                             for n in names]})
+    for t in trials:
+        value = 10.0 + 5 * t["seed"]
+        features = {"type": "classifier", "weights_sha256": judges[t["model"]], "resolution": 28,
+                    "held_out_accuracy": 0.98}
+        run = RunStorage(f"{out.url}/{t['path']}")
+        run.write_json("result.json", {**t, "status": "ok", "value": value, "results": {"fid": value},
+                                       "protocol": {"fid": {"features": features}}, "metrics": [], "error": None})
+        grid = io.BytesIO()
+        Image.new("L", (40, 40), 128 * t["seed"]).save(grid, format="PNG")
+        run.write_bytes("images/train/samples-0000010.png", grid.getvalue())
+    return out
+
+
+def test_the_table_names_the_judge_its_models_share(tmp_path):
+    from genframe.reporting.table import csv_text, markdown
+    from genframe.sweep.results import summarise
+
+    summary = summarise(_judged_sweep(tmp_path, {"a": "1" * 64, "b": "1" * 64}).url)
+    assert "- judge: classifier features (weights 11111111, 28 px, held-out accuracy 0.98), the same for every " \
+           "model" in markdown(summary)
+    assert {r["judge"] for r in csv.DictReader(io.StringIO(csv_text(summary)))} == \
+        {"classifier features (weights 11111111, 28 px, held-out accuracy 0.98)"}
+
+
+def test_the_table_says_when_models_were_measured_by_different_judges(tmp_path):
+    from genframe.reporting.table import markdown
+    from genframe.sweep.results import summarise
+
+    text = markdown(summarise(_judged_sweep(tmp_path, {"a": "1" * 64, "b": "2" * 64, "c": "1" * 64}).url))
+    assert ("- **the models were not measured by one judge, so their numbers do not compare**: classifier features "
+            "(weights 11111111, 28 px, held-out accuracy 0.98) for A, C; classifier features (weights 22222222, "
+            "28 px, held-out accuracy 0.98) for B") in text
+    assert "the same for every model" not in text
+
+
+def test_the_table_shows_each_models_best_run_samples(tmp_path, capsys):
+    out = _judged_sweep(tmp_path, {"a": "1" * 64, "b": "1" * 64})
+    assert main(["table", out.url]) == 0
+    assert "samples.png" in capsys.readouterr().out
+    with Image.open(f"{out.url}/samples.png") as image:
+        grey = image.convert("L")
+    width, height = grey.size
+    assert width > 1.5 * height  # two panels side by side
+    pixels = grey.tobytes()  # one byte per pixel
+    black, mid_grey = sum(p < 20 for p in pixels), sum(100 < p < 160 for p in pixels)
+    # each panel is the best seed's grid (black); the worse seed's (grey) is drawn nowhere
+    assert black > 0.1 * len(pixels) and mid_grey < 0.01 * black
+
+
+def test_a_sweep_record_without_images_gets_no_sample_grids(tmp_path):
+    out = _judged_sweep(tmp_path, {"a": "1" * 64})
+    for seed in (0, 1):
+        RunStorage(f"{out.url}/a/final-seed{seed}").fs.rm(f"{out.url}/a/final-seed{seed}/images", recursive=True)
+    from genframe.reporting.table import write_table
+
+    _, written = write_table(out.url)
+    assert not any(w.endswith("samples.png") for w in written)
