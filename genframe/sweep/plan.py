@@ -28,6 +28,7 @@ import jsonschema
 
 from genframe.build.system import build
 from genframe.errors import GenframeError, SpecError
+from genframe.ops import log
 from genframe.components.registry import Registry, get_registry
 from genframe.spec.load import (SpecValidator, apply_overrides, build_schema, check_schema, load_spec, load_yaml,
                                 parse_yaml, read_text)
@@ -397,6 +398,7 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
                                 source=url, path=dim.field) from None
         models.append(Model(name, entry.get("label", name), spec_url, spec, resolved,
                             tuple(search.values()), fixed))
+    _warn_unless_one_reference(models, url)
     label = data.get("label") or str(models[0].spec["data"]["type"])
     strategy = _strategy(data.get("strategy", {"type": "random"}), seeds, url)
     sweep = Sweep(url, data.get("seed", 0), label, tuple(models), data["budget"], seeds, final_seeds,
@@ -408,6 +410,30 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
             _check_spec(sweep.trial_spec(model, params, seeds[0]), model.name, f"setting {j} ({_short(params)})",
                         fields, url, f"models[{i}]", validator, registry)
     return sweep
+
+
+def _reference_data(resolved: dict) -> dict:
+    """The real images a model's metrics compare with: its evaluation data, or its training data with the
+    evaluation's changes (as the build makes them)."""
+    changes = resolved["evaluation"].get("data") or {}
+    return changes if "type" in changes else {**resolved["data"], **changes}
+
+
+def _warn_unless_one_reference(models: list[Model], source: str) -> None:
+    """Models that compare with different real images (another size, subset or split) are measured
+    against different references, and by different judges where the features learn from them (the
+    classifier): the sweep still runs, since such a comparison can be wanted, but not unannounced."""
+    references = {m.name: _reference_data(m.resolved) for m in models}
+    first = models[0].name
+    for name, reference in references.items():
+        differing = sorted(k for k in set(reference) | set(references[first])
+                           if reference.get(k) != references[first].get(k))
+        if differing:
+            field = differing[0]
+            log.warning(f"{source}: model {name!r} compares with other real images than {first!r} (data.{field}: "
+                        f"{reference.get(field)!r} against {references[first].get(field)!r}), so their metrics "
+                        "are not measured alike; set evaluation.data to make them one reference")
+            return
 
 
 def _strategy(given: dict, seeds: tuple[int, ...], source: str) -> dict:

@@ -320,3 +320,21 @@ def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10_with_one_override():
     assert len(cifar.trials()) == 14 * (1 + 3)
     with pytest.raises(SpecError, match=r"--set: no such field in .*: data has no field 'typo'"):
         load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.typo=1"])
+
+
+def test_models_that_compare_with_other_real_images_are_announced(tmp_path, capsys):
+    """A model trained at another size compares with other real images (and, with classifier features,
+    is judged by another classifier): the sweep says so in one line, and evaluation.data makes them one."""
+    differing = SMALL.replace("models: [../specs/a.yaml, ../specs/b.yaml]",
+                              "models: [../specs/a.yaml, {spec: ../specs/b.yaml, set: {data.image_size: 12}}]")
+    load_sweep(write_sweep(tmp_path, differing), registry=registry_with(Counter()))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("model 'b' compares with other real images than 'a' (data.image_size: 12 "
+                                     "against 8), so their metrics are not measured alike; set evaluation.data "
+                                     "to make them one reference") in err
+    one_reference = differing.replace("set: {data.image_size: 12}",
+                                      "set: {data.image_size: 12, evaluation.data: {image_size: 8}}")
+    load_sweep(write_sweep(tmp_path, one_reference, "one.yaml"), registry=registry_with(Counter()))
+    assert capsys.readouterr().err == ""
+    load_sweep(write_sweep(tmp_path, SMALL, "same.yaml"), registry=registry_with(Counter()))
+    assert capsys.readouterr().err == ""
