@@ -24,6 +24,11 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
 
 
+def _spread(value: float) -> str:
+    """Two significant digits without an exponent where one is not needed: ``900``, not ``9e+02``."""
+    return f"{float(f'{value:.2g}'):g}"
+
+
 def _value_cell(row: dict) -> str:
     if row["mean"] is None:
         nothing_left = row["seeds_done"] > 0 or (row["settings_ok"] == 0 and row["settings_pending"] == 0)
@@ -31,7 +36,7 @@ def _value_cell(row: dict) -> str:
     floor = "" if row.get("over_floor") is None else f" ({_num(row['over_floor'], 3)}x floor)"
     if row["std"] is None:
         return _num(row["mean"]) + floor
-    return f"{_num(row['mean'])} ± {_num(row['std'], 2)}{floor}"
+    return f"{_num(row['mean'])} ± {_spread(row['std'])}{floor}"
 
 
 def short_names(paths: list[str]) -> dict[str, str]:
