@@ -72,6 +72,10 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}g}"
 
 
+def _spread(value: float | None) -> str:
+    return "–" if value is None else f"{float(f'{value:.2g}'):g}"  # 900, not 9e+02
+
+
 def markdown(result: dict) -> str:
     metric = result["metric"]
     names = sorted({k for r in result["models"].values() for k in r["other_metrics"]})
@@ -79,8 +83,8 @@ def markdown(result: dict) -> str:
              " | steps per stage (final seeds) | seconds / budget | search: best / median / worst |",
              "| --- | --- | " + "--- | " * len(names) + "--- | --- | --- |"]
     for r in result["models"].values():
-        value = f"{_num(r['mean'], 4)} ± {_num(r['std'], 2)} ({_num(r['over_floor'])}x)"
-        others = [f"{_num(r['other_metrics'][k]['mean'])} ± {_num(r['other_metrics'][k]['std'], 2)}"
+        value = f"{_num(r['mean'], 4)} ± {_spread(r['std'])} ({_num(r['over_floor'])}x)"
+        others = [f"{_num(r['other_metrics'][k]['mean'])} ± {_spread(r['other_metrics'][k]['std'])}"
                   if k in r["other_metrics"] else "–" for k in names]
         steps = "; ".join(f"{name} {min(s['steps'])}-{max(s['steps'])}" for name, s in r["stages"].items())
         seconds = "; ".join(f"{max(s['seconds']):.1f} / {s['budget']}" for s in r["stages"].values())
