@@ -236,7 +236,7 @@ def budget_png(summaries: list[dict], curves: list[dict[str, list[float]]]) -> b
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4 * len(summaries), 4.2), dpi=120)
+    figure = Figure(figsize=(8.4 * len(summaries), 4.2), dpi=120)
     FigureCanvasAgg(figure)
     for i, (summary, panel) in enumerate(zip(summaries, curves)):
         _budget_panel(figure.add_subplot(1, len(summaries), i + 1), summary, panel)
@@ -285,18 +285,21 @@ def _budget_panel(ax, summary: dict, curves: dict[str, list[float]]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     proto = summary["protocol"]
-    for row in summary["models"]:
+    for i, row in enumerate(summary["models"]):
         values = curves[row["name"]]
-        if values:
+        if values:  # the colour cycle has 10 colours: past them, another line style tells models apart
             ax.plot(range(1, len(values) + 1), values, marker="o" if len(values) < 20 else None,
-                    markersize=3, label=row["label"])
+                    markersize=3, label=row["label"], linestyle=("-", "--", ":", "-.")[i // 10 % 4])
+    finite = [v for values in curves.values() for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) > 20 * min(finite):
+        ax.set_yscale("log")  # scores spanning orders of magnitude: the best models stay readable
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("budget (settings tried)")
     ax.set_ylabel(f"expected best {proto['metric']}")
     ax.set_title(f"{proto['label']}: expected best {proto['metric']} against budget")
     ax.grid(alpha=0.3)
-    if any(curves.values()):
-        ax.legend(fontsize="small")
+    if any(curves.values()):  # beside the plot, where it covers no curve
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
 def write_table(sweep_dirs: str | list[str], out: str | None = None) -> tuple[str, list[str]]:
