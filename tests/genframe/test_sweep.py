@@ -15,7 +15,7 @@ from genframe.sweep import results as sweep_results, run as sweep_run
 from genframe.cli import main
 from genframe.components.registry import create_registry, set_registry
 from genframe.storage import RunStorage
-from genframe.sweep.plan import load_sweep
+from genframe.sweep.plan import _reference_data, load_sweep
 from genframe.sweep.run import run_sweep, worker_command
 
 from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
@@ -313,8 +313,11 @@ def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10_with_one_override():
         spec = cpu.trial_spec(model, cpu.setting(model, 0), 0)
         assert sum(stage.get("seconds") or 0 for stage in spec["stages"]) == 90, model.name
         fid = spec["evaluation"]["metrics"][0]
-        assert fid["features"] == {"type": "classifier"} and fid["floor"] and spec["evaluation"]["data"] == \
-            {"limit": None}
+        assert fid["features"] == {"type": "classifier"} and fid["floor"] and spec["evaluation"]["data"]["limit"] is None
+    # one judge: every model compares with the same real images (MNIST at 28 px, all of it), so that one
+    # classifier, trained on them, measures every model
+    references = {json.dumps(_reference_data(model.resolved), sort_keys=True) for model in cpu.models}
+    assert len(references) == 1 and json.loads(references.pop())["image_size"] == 28
     cifar = load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.type=cifar10", "budget=1"])
     assert {cifar.trial_spec(m, cifar.setting(m, 0), 0)["data"]["type"] for m in cifar.models} == {"cifar10"}
     assert len(cifar.trials()) == 14 * (1 + 3)
