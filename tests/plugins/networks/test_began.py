@@ -80,11 +80,20 @@ def test_autoencoder_architecture_follows_the_paper():
     assert critic.reconstruct(torch.zeros(2, 1, 32, 32)).shape == (2, 1, 32, 32)
 
 
-def test_generator_is_the_decoder_shape_with_tanh():
+def test_generator_is_the_decoder_shape_ending_in_a_convolution():
     critic, generator = AutoencoderCritic(latent_dim=8, width=4), BEGANGenerator(latent_dim=8, width=4)
     critic.setup(ctx(28))
     generator.setup(ctx(28))
     assert sum(p.numel() for p in generator.parameters()) == sum(p.numel() for p in critic.decoder.parameters())
+    assert isinstance(generator.net[-1], nn.Conv2d)  # the paper's decoder: no squashing that could saturate
+    generator.load_state_dict({f"net.{k}": v for k, v in critic.decoder.state_dict().items()})
+    z = torch.randn(2, 8) * 100
+    assert torch.equal(generator(z), critic.decoder(z)) and generator(z).shape == (2, 1, 28, 28)
+
+
+def test_generator_with_tanh_output_is_bounded():
+    generator = BEGANGenerator(latent_dim=8, width=4, output="tanh")
+    generator.setup(ctx(28))
     x = generator(torch.randn(2, 8) * 100)
     assert x.shape == (2, 1, 28, 28) and x.abs().max().item() <= 1.0
 
