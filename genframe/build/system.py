@@ -197,6 +197,13 @@ def _check_combination(trainer: Trainer, path: str, components: dict[str, Compon
         raise SpecError(exc.detail, source=source, path=exc.path) from None
 
 
+def reference_data(spec: dict) -> dict:
+    """The data config of the real images a spec's metrics compare with: ``evaluation.data`` when it
+    names a data set (it has a type), else the run's data with those changes (none: the run's data)."""
+    changes = (spec.get("evaluation") or {}).get("data") or {}
+    return changes if "type" in changes else {**spec["data"], **changes}
+
+
 def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) -> System:
     """Instantiate every component of a validated spec and check references between them."""
     registry = registry or get_registry()
@@ -231,9 +238,8 @@ def build(spec: dict, source: str = "<spec>", registry: Registry | None = None) 
     evaluation = dict(spec.get("evaluation", {}))
     evaluation["metrics"] = [instantiate("metric", m, f"evaluation.metrics[{i}]", source, registry)
                              for i, m in enumerate(evaluation.get("metrics", []))]
-    if evaluation.get("data") is not None:  # a data set, or changes to the run's data (no type)
-        reference = evaluation["data"] if "type" in evaluation["data"] else {**spec["data"], **evaluation["data"]}
-        evaluation["data"] = instantiate("dataset", reference, "evaluation.data", source, registry)
+    if evaluation.get("data") is not None:
+        evaluation["data"] = instantiate("dataset", reference_data(spec), "evaluation.data", source, registry)
     try:
         settings = Settings.from_spec({**spec, "evaluation": evaluation})
     except (TypeError, ValueError) as exc:

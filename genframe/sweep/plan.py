@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import attrs
 import jsonschema
 
-from genframe.build.system import build
+from genframe.build.system import build, reference_data
 from genframe.errors import GenframeError, SpecError
 from genframe.ops import log
 from genframe.components.registry import Registry, get_registry
@@ -412,18 +412,11 @@ def load_sweep(url: str, overrides: Iterable[str] = (), registry: Registry | Non
     return sweep
 
 
-def _reference_data(resolved: dict) -> dict:
-    """The real images a model's metrics compare with: its evaluation data, or its training data with the
-    evaluation's changes (as the build makes them)."""
-    changes = resolved["evaluation"].get("data") or {}
-    return changes if "type" in changes else {**resolved["data"], **changes}
-
-
 def _warn_unless_one_reference(models: list[Model], source: str) -> None:
     """Models that compare with different real images (another size, subset or split) are measured
     against different references, and by different judges where the features learn from them (the
     classifier): the sweep still runs, since such a comparison can be wanted, but not unannounced."""
-    references = {m.name: _reference_data(m.resolved) for m in models}
+    references = {m.name: reference_data(m.resolved) for m in models}
     first = models[0].name
     for name, reference in references.items():
         differing = sorted(k for k in set(reference) | set(references[first])

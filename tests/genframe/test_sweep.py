@@ -15,7 +15,8 @@ from genframe.sweep import results as sweep_results, run as sweep_run
 from genframe.cli import main
 from genframe.components.registry import create_registry, set_registry
 from genframe.storage import RunStorage
-from genframe.sweep.plan import _reference_data, load_sweep
+from genframe.build.system import reference_data
+from genframe.sweep.plan import load_sweep
 from genframe.sweep.run import run_sweep, worker_command
 
 from .sweep_helpers import SEARCH, Counter, registry_with, run_test_sweep, write_sweep
@@ -316,7 +317,7 @@ def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10_with_one_override():
         assert fid["features"] == {"type": "classifier"} and fid["floor"] and spec["evaluation"]["data"]["limit"] is None
     # one judge: every model compares with the same real images (MNIST at 28 px, all of it), so that one
     # classifier, trained on them, measures every model
-    references = {json.dumps(_reference_data(model.resolved), sort_keys=True) for model in cpu.models}
+    references = {json.dumps(reference_data(model.resolved), sort_keys=True) for model in cpu.models}
     assert len(references) == 1 and json.loads(references.pop())["image_size"] == 28
     cifar = load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.type=cifar10", "budget=1"])
     assert {cifar.trial_spec(m, cifar.setting(m, 0), 0)["data"]["type"] for m in cifar.models} == {"cifar10"}
