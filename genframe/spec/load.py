@@ -94,8 +94,9 @@ def build_schema(registry: Registry | None = None) -> dict:
                     "seconds": {"type": ["number", "null"], "exclusiveMinimum": 0, "description":
                                 "Training time this stage may take (CPU seconds of this process on the CPU, "
                                 "wall-clock seconds on an accelerator; evaluations during the stage do not count), "
-                                "checked at each logging point; the stage ends early at the step it reached. For "
-                                "comparisons at equal compute."},
+                                "checked after every step on the CPU (at each logging point on an accelerator or under "
+                                "torchrun); the stage ends early at the step that spends it. For comparisons at "
+                                "equal compute."},
                 },
             },
         },

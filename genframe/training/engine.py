@@ -516,6 +516,10 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int, spent: float 
     # autocast's cache of cast weights must be off while steps are captured and replayed
     autocast = torch.autocast(the_run.device.type, dtype=torch.bfloat16, enabled=system.precision == "bf16",
                               cache_enabled=the_run.graph_mode == "off")
+    # On the CPU, one process reads its clock after every step (a microsecond, and no device to wait
+    # for), so a budgeted stage ends at the step that spends it. On an accelerator, or across
+    # processes (the decision is broadcast), it is read at logging points only.
+    every_step = stage.seconds is not None and the_run.device.type == "cpu" and not the_run.world.active
     done = start
     for step in range(start, total):
         with autocast:
@@ -525,9 +529,11 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int, spent: float 
         count += 1
         done = step + 1
         checkpoint_due = done < total and done % system.checkpoint_every == 0
-        # Losses are read (one host sync) at the logging interval, and before every checkpoint so
-        # that a checkpoint never captures weights that already produced a non-finite loss.
-        if done % system.log_every == 0 or done == total or checkpoint_due:
+        spent = every_step and done < total and clock() - began >= stage.seconds
+        # Losses are read (one host sync) at the logging interval, before every checkpoint so that a
+        # checkpoint never captures weights that already produced a non-finite loss, and where the
+        # stage's budget ends it.
+        if done % system.log_every == 0 or done == total or checkpoint_due or spent:
             means = _interval_means(sums, count)  # the only host sync of the interval
             _check_finite(means, stage.name, done)
             ctx.observe(means)  # e.g. a plateau schedule lowers the learning rate when a value stalls
