@@ -9,8 +9,7 @@ from genframe.commands._args import count
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from genframe.sweep.plan import load_sweep
-    from genframe.sweep.results import read_result
-    from genframe.sweep.run import default_out, run_sweep
+    from genframe.sweep.run import default_out, run_sweep, trial_status
 
     sweep = load_sweep(args.sweep, args.set)
     out = args.out or default_out(args.sweep)
@@ -19,8 +18,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         finals = sum(t.phase == "final" for t in trials)
         print(f"{len(trials)} trials ({len(trials) - finals} search, {finals} final re-runs) in {out}")
         for t in trials:
-            result = read_result(out, t.path)
-            status = "pending" if result is None else result["status"]
+            status = trial_status(sweep, out, t)
             print(f"{t.index:5d}  {t.phase:6}  {t.model}  "
                   f"{'setting ' + str(t.setting) if t.phase == 'search' else 'best setting'}  seed {t.seed}  "
                   f"{status}")

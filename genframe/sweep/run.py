@@ -82,6 +82,21 @@ def _check_current(trial: Trial, recorded: dict, digest: str, out: str) -> None:
                             "--out, or delete that folder to run it again")
 
 
+def trial_status(sweep: Sweep, out: str, trial: Trial) -> str:
+    """What ``genframe sweep --list`` says of a trial: pending, its recorded status, or ``stale`` when
+    its record was run from another spec than the sweep plans now (running it would refuse)."""
+    recorded = read_result(out, trial.path)
+    if recorded is None:
+        return "pending"
+    try:
+        digest = spec_digest(_planned(sweep, out, trial)[2])
+    except NotReady:  # a final re-run whose best setting cannot be known now: its record stands
+        return recorded["status"]
+    if recorded.get("spec_sha256") != digest:
+        return f"stale ({recorded['status']}; run from another spec: delete its folder to run it again)"
+    return recorded["status"]
+
+
 def _planned(sweep: Sweep, out: str, trial: Trial) -> tuple[int, dict[str, Any], dict]:
     """(setting, its values, the spec) that ``trial`` trains now."""
     model = sweep.model(trial.model)

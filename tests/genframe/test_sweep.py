@@ -92,6 +92,12 @@ def test_trial_k_runs_exactly_trial_k(tmp_path, capsys):
         assert listing[0] == f"4 trials (4 search, 0 final re-runs) in {out}"
         assert listing[4].split() == ["3", "search", "b", "setting", "1", "seed", "0", "ok"]
         assert listing[1].split()[-1] == "pending"
+        # the spec changed since trial 3 ran: its record no longer says what the sweep trains now
+        assert main(["sweep", path, "--out", str(out), "--set", "log_every=3", "--list"]) == 0
+        listing = capsys.readouterr().out.splitlines()
+        assert listing[4].split("seed 0")[-1].strip() == \
+            "stale (ok; run from another spec: delete its folder to run it again)"
+        assert listing[1].split()[-1] == "pending"
     finally:
         set_registry(None)
     assert len(counter.started) == 1
