@@ -529,11 +529,11 @@ def _run_stage(the_run: Run, stage, ctx: StageContext, start: int, spent: float 
         count += 1
         done = step + 1
         checkpoint_due = done < total and done % system.checkpoint_every == 0
-        spent = every_step and done < total and clock() - began >= stage.seconds
+        budget_spent = every_step and done < total and clock() - began >= stage.seconds
         # Losses are read (one host sync) at the logging interval, before every checkpoint so that a
         # checkpoint never captures weights that already produced a non-finite loss, and where the
         # stage's budget ends it.
-        if done % system.log_every == 0 or done == total or checkpoint_due or spent:
+        if done % system.log_every == 0 or done == total or checkpoint_due or budget_spent:
             means = _interval_means(sums, count)  # the only host sync of the interval
             _check_finite(means, stage.name, done)
             ctx.observe(means)  # e.g. a plateau schedule lowers the learning rate when a value stalls
