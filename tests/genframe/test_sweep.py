@@ -309,9 +309,10 @@ def test_the_shipped_sweep_and_the_user_guide_example_are_valid(tmp_path):
     assert len(sweep.trials()) == 40 + 3 and sweep.models[0].spec["evaluation"]["every"] == 1000
 
 
-def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10_with_one_override():
+def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10(capsys):
     """lucic_cpu.yaml: every system of the lecture and genframe's flows, at equal CPU seconds, selected by
-    FID in classifier features; --set data.type=cifar10 (a spec path, not a sweep field) moves every model."""
+    FID in classifier features; --set data.type=cifar10 (a spec path, not a sweep field) moves every model,
+    and --set data.root its folder, as on MNIST."""
     from ..conftest import SPECS
 
     cpu = load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"))
@@ -325,9 +326,20 @@ def test_the_cpu_comparison_plans_on_mnist_and_on_cifar10_with_one_override():
     # classifier, trained on them, measures every model
     references = {json.dumps(reference_data(model.resolved), sort_keys=True) for model in cpu.models}
     assert len(references) == 1 and json.loads(references.pop())["image_size"] == 28
-    cifar = load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.type=cifar10", "budget=1"])
+    assert capsys.readouterr().err == ""
+    cifar = load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"),
+                       overrides=["data.type=cifar10", "data.root=data/cifar10", "budget=1"])
+    assert capsys.readouterr().err == ""
     assert {cifar.trial_spec(m, cifar.setting(m, 0), 0)["data"]["type"] for m in cifar.models} == {"cifar10"}
     assert len(cifar.trials()) == 14 * (1 + 3)
+    # on CIFAR-10 too, whatever size each model trains at (the flows take its own 32 px, glann.yaml 28)
+    sizes = {cifar.trial_spec(m, cifar.setting(m, 0), 0)["data"].get("image_size") for m in cifar.models}
+    assert len(sizes) > 1
+    references = {json.dumps(reference_data(model.resolved), sort_keys=True) for model in cifar.models}
+    assert len(references) == 1 and json.loads(references.pop())["type"] == "cifar10"
+    # without data.root, the specs that name MNIST's folder would read CIFAR-10 from it: the sweep says so
+    load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.type=cifar10", "budget=1"])
+    assert "(data.root: 'data/cifar10' against 'data/mnist')" in capsys.readouterr().err
     with pytest.raises(SpecError, match=r"--set: no such field in .*: data has no field 'typo'"):
         load_sweep(str(SPECS / "sweeps" / "lucic_cpu.yaml"), overrides=["data.typo=1"])
 
